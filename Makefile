@@ -1,0 +1,25 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch first: an unpinned torch resolves to a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: env demo test clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install "$(TORCH_SPEC)"
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+env: $(VENV)/.installed
+
+demo: env
+	$(PY) train.py
+
+test: env
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,1 @@
+"""LightningModules: thin glue between the videochat2 library and the Trainer."""

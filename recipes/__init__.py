@@ -1,0 +1,1 @@
+"""Recipes: what train.py and eval.py run, one function per job."""

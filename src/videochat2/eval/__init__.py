@@ -1,0 +1,1 @@
+"""Evaluation: MVBench protocol and retrieval metrics."""

@@ -1,0 +1,1 @@
+"""Model components: UMT video ViT, Q-Former, stage heads, LLM wrapper."""
