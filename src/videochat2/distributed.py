@@ -1,0 +1,65 @@
+"""Cross-rank gathering for contrastive losses, usable with or without a process group.
+
+The original's `AllGather` backward returns only this rank's slice of the incoming gradient. Every rank
+computes the same global loss from the gathered tensors, so that slice is already d(loss)/d(local rows); the
+data-parallel wrapper then *averages* the parameter gradients over ranks, which leaves the contrastive
+gradient 1/world_size of what one process holding the whole batch would get (the other losses, computed
+locally and averaged, are unaffected). `gather_with_grad` sums the incoming gradient over ranks before
+slicing, so after that averaging the gradient equals the single-process one.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def world_size() -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def rank() -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return 0
+
+
+def _all_gather(x: Tensor) -> list[Tensor]:
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return parts
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.local = x.shape[0]
+        return torch.cat(_all_gather(x), dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = rank() * ctx.local
+        return grad[start : start + ctx.local]
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Concatenate `x` from all ranks along dim 0 (rank order); gradients flow back to the local rows.
+
+    Every rank must hold the same number of rows. Without a process group (or with one rank) returns `x`.
+    """
+    if world_size() == 1:
+        return x
+    return _GatherWithGrad.apply(x)
+
+
+@torch.no_grad()
+def gather_no_grad(x: Tensor) -> Tensor:
+    """Concatenate `x` (e.g. sample ids) from all ranks along dim 0; identity without a process group."""
+    if world_size() == 1:
+        return x
+    return torch.cat(_all_gather(x), dim=0)
