@@ -17,6 +17,7 @@ from videochat2.eval.mvbench import (
     format_table,
     load_predictions,
     load_questions,
+    media_fps,
     parse_letter,
     plot_results,
     score_prediction,
@@ -28,13 +29,14 @@ SYS = (
     "select the best option that accurately addresses the question.\n"
 )
 QA = "Question: What did the person do?\nOptions:\n(A) Ate the medicine.\n(B) Took the box."
+QUESTION, CANDIDATES = "What did the person do?", ["Ate the medicine.", "Took the box."]
 
 
 # ---------------------------------------------------------------- prompts
 
 
 def test_vicuna_prompt_is_byte_exact():
-    prompt = build_prompt("What did the person do?", ["Ate the medicine.", "Took the box."], "vicuna_v0")
+    prompt = build_prompt(QUESTION, CANDIDATES, "vicuna_v0")
     assert prompt.text == (
         f"{SYS}###Human: <Video><VideoHere></Video>\n###Human: {SYS}{QA}"
         "\nOnly give the best option.\n###Assistant: Best option:("
@@ -45,7 +47,7 @@ def test_vicuna_prompt_is_byte_exact():
 
 
 def test_mistral_prompt_is_byte_exact():
-    prompt = build_prompt("What did the person do?", ["Ate the medicine.", "Took the box."], "mistral_instruct")
+    prompt = build_prompt(QUESTION, CANDIDATES, "mistral_instruct")
     assert prompt.text == (
         f"{SYS}[INST] <Video><VideoHere></Video> [/INST] [INST] {SYS}{QA}"
         "\nOnly give the best option. [/INST] Best option:("
@@ -54,7 +56,7 @@ def test_mistral_prompt_is_byte_exact():
 
 
 def test_phi3_prompt():
-    prompt = build_prompt("What did the person do?", ["Ate the medicine.", "Took the box."], "phi3")
+    prompt = build_prompt(QUESTION, CANDIDATES, "phi3")
     assert prompt.text == (
         f"<|user|>\n<Video><VideoHere></Video>\n{SYS}{QA}"
         "\nOnly give the best option.<|end|>\n<|assistant|>\nBest option:("
@@ -69,7 +71,8 @@ def test_unknown_family_is_rejected():
 def test_answer_extraction_follows_the_generate_path():
     assert drop_leading_special([0, 1, 319, 29897]) == [319, 29897]
     assert drop_leading_special([1, 319]) == [319]
-    assert extract_answer("A) Ate the medicine.\nmore###Human: x", "vicuna_v0") == "(A) Ate the medicine."
+    reply = "A) Ate the medicine.\nmore###Human: x"
+    assert extract_answer(reply, "vicuna_v0") == "(A) Ate the medicine."
     assert extract_answer("Assistant:  B) Took\n", "vicuna_v0") == "(B) Took"
     assert extract_answer("C) x</s>junk", "mistral_instruct") == "(C) x"
     assert extract_answer("D<|end|>\n", "phi3") == "(D"
@@ -142,9 +145,11 @@ def test_main_layout(tmp_path):
     assert first.bound == (2.0, 6.5)
     assert first.cache_key == ("star/Charades_v1_480/", "3MSZA.mp4", 2.0, 6.5)
     by_task = {q.task: q for q in questions if q.index == 0}
-    assert by_task["Fine-grained Action"].video.parent == tmp_path / "video/Moments_in_Time_Raw/videos"
+    fine_grained = by_task["Fine-grained Action"].video.parent
+    assert fine_grained == tmp_path / "video/Moments_in_Time_Raw/videos"
     assert by_task["Object Existence"].bound is None
     assert by_task["Episodic Reasoning"].media_type == "frame"
+    assert media_fps("frame") == 3.0 and media_fps("video") is None
     # same file name, different folders: the cache keys must differ
     assert by_task["Object Existence"].cache_key != by_task["Object Shuffle"].cache_key
 
@@ -177,8 +182,14 @@ def test_video_branch_layout(tmp_path):
     _write(
         tmp_path / "test.json",
         {
-            "root": {"Action Sequence": "star/Charades_segment/", "Object Shuffle": "perception/videos/"},
-            "meta": {"Action Sequence": [plain], "Object Shuffle": [plain, dict(plain, answer="x")]},
+            "root": {
+                "Action Sequence": "star/Charades_segment/",
+                "Object Shuffle": "perception/videos/",
+            },
+            "meta": {
+                "Action Sequence": [plain],
+                "Object Shuffle": [plain, dict(plain, answer="x")],
+            },
         },
     )
     assert detect_layout(tmp_path) == "video_branch"
@@ -186,14 +197,19 @@ def test_video_branch_layout(tmp_path):
         load_questions(tmp_path)
     first = load_questions(tmp_path, tasks=["AS"])[0]
     assert first.video == tmp_path / "star/Charades_segment/3MSZA.mp4"
-    assert first.bound is None and first.cache_key == ("star/Charades_segment/", "3MSZA.mp4", None, None)
+    assert first.bound is None
+    assert first.cache_key == ("star/Charades_segment/", "3MSZA.mp4", None, None)
 
 
 def test_tasks_json_takes_precedence(tmp_path):
     _main_layout(tmp_path)
     _write(
         tmp_path / "tasks.json",
-        {"Color Order": {"json": "color.json", "prefix": "world/", "media_type": "frame", "bound": True}},
+        {
+            "Color Order": {
+                "json": "color.json", "prefix": "world/", "media_type": "frame", "bound": True,
+            }
+        },
     )
     _write(tmp_path / "json/color.json", [ITEM])
     assert detect_layout(tmp_path) == "tasks_json"
@@ -203,7 +219,8 @@ def test_tasks_json_takes_precedence(tmp_path):
 
 
 def test_tasks_json_is_validated(tmp_path):
-    _write(tmp_path / "tasks.json", {"T": {"json": "t.json", "prefix": "p/", "media_type": "audio"}})
+    bad = {"T": {"json": "t.json", "prefix": "p/", "media_type": "audio"}}
+    _write(tmp_path / "tasks.json", bad)
     with pytest.raises(ValueError, match="media_type"):
         load_questions(tmp_path)
 
@@ -278,6 +295,7 @@ def test_complete_last_line_without_newline_is_kept(tmp_path):
 
 def test_damaged_middle_line_is_an_error(tmp_path):
     path = tmp_path / "predictions.jsonl"
-    path.write_text('{"task": "Big", "ind\n' + json.dumps(_record("Big", 1, True, True)) + "\n")
+    good = json.dumps(_record("Big", 1, True, True))
+    path.write_text('{"task": "Big", "ind\n' + good + "\n")
     with pytest.raises(ValueError, match="line 1"):
         load_predictions(path)

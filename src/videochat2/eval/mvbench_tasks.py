@@ -160,10 +160,14 @@ def _task_from_json(path: Path, name: str, entry: object) -> TaskSpec:
     media_type = entry.get("media_type", "video")
     if media_type not in MEDIA_TYPES:
         raise ValueError(f"{path}: task {name!r} media_type must be one of {MEDIA_TYPES}")
-    abbr = entry.get("abbr") or "".join(w[0] for w in name.split()).upper()
+    abbr = entry.get("abbr") or _default_abbr(name)
     return TaskSpec(
         name, entry["json"], entry["prefix"], media_type, bool(entry.get("bound", False)), abbr
     )
+
+
+def _default_abbr(name: str) -> str:
+    return "".join(word[0] for word in name.replace("_", " ").split()).upper()
 
 
 def load_questions(
@@ -191,7 +195,9 @@ def iter_questions(
         yield from _normalise_items(spec, items, root / "video", str(source))
 
 
-def _select(specs: Sequence[TaskSpec], tasks: Sequence[str] | None, root: Path) -> list[TaskSpec]:
+def _select(
+    specs: Sequence[TaskSpec], tasks: Sequence[str] | None, root: Path
+) -> list[TaskSpec]:
     if tasks is None:
         return list(specs)
     by_name = {s.name: s for s in specs} | {s.abbr: s for s in specs}
@@ -208,7 +214,8 @@ def _iter_video_branch(root: Path, tasks: Sequence[str] | None) -> Iterator[MVBe
         raise ValueError(f"{source}: expected top-level keys 'root' and 'meta'")
     specs = _video_branch_specs(raw["root"], raw["meta"])
     for spec in _select(specs, tasks, root):
-        yield from _normalise_items(spec, raw["meta"][spec.name], root, f"{source} meta[{spec.name!r}]")
+        where = f"{source} meta[{spec.name!r}]"
+        yield from _normalise_items(spec, raw["meta"][spec.name], root, where)
 
 
 def _video_branch_specs(prefixes: dict, meta: dict) -> list[TaskSpec]:
@@ -220,7 +227,7 @@ def _video_branch_specs(prefixes: dict, meta: dict) -> list[TaskSpec]:
         prefix = prefixes.get(name, base.prefix if base else None)
         if prefix is None:
             raise ValueError(f"test.json: task {name!r} has no folder in 'root'")
-        abbr = base.abbr if base else "".join(w[0] for w in name.split()).upper()
+        abbr = base.abbr if base else _default_abbr(name)
         json_name = base.json_name if base else f"{name}.json"
         specs.append(TaskSpec(name, json_name, prefix, "video", False, abbr))
     return specs
@@ -239,7 +246,8 @@ def _normalise(
     spec: TaskSpec, index: int, item: object, media_root: Path, source: str
 ) -> MVBenchQuestion:
     where = f"{source} item {index}"
-    required = ("video", "question", "candidates", "answer") + (("start", "end") if spec.bound else ())
+    required = ("video", "question", "candidates", "answer")
+    required += ("start", "end") if spec.bound else ()
     if not isinstance(item, dict):
         raise ValueError(f"{where}: expected an object, got {type(item).__name__}")
     missing = [k for k in required if k not in item]
@@ -251,7 +259,9 @@ def _normalise(
     candidates = tuple(str(c) for c in candidates)
     answer = str(item["answer"])
     if answer not in candidates:
-        raise ValueError(f"{where}: answer {answer!r} is not among the candidates {list(candidates)}")
+        raise ValueError(
+            f"{where}: answer {answer!r} is not among the candidates {list(candidates)}"
+        )
     bound = (float(item["start"]), float(item["end"])) if spec.bound else None
     start, end = bound if bound else (None, None)
     return MVBenchQuestion(

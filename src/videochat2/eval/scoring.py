@@ -44,6 +44,8 @@ def score_prediction(
 ) -> dict[str, Any]:
     """One predictions.jsonl record, scored both ways.
 
+    ``prediction`` is the scored string, i.e. ``prompts.extract_answer`` output
+    (``"("`` + first line) or, for a letter-logit scorer, ``"(" + letter``.
     A question whose media could not be read keeps its place in the denominator
     and is wrong under both scorers (the official scorer would otherwise accept
     the empty reply), so missing videos lower the score visibly instead of
