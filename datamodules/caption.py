@@ -1,0 +1,51 @@
+"""Caption data for stages 1-2: homogeneous image/video batches, retrieval split for validation."""
+
+from __future__ import annotations
+
+from lightning.pytorch import LightningDataModule
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from datamodules.common import build_corpus, prepare_synthetic, train_loader
+from videochat2.data.caption_dataset import CaptionCollator, CaptionDataset
+from videochat2.data.formats import load_caption_records
+from videochat2.data.transforms import FrameTransform
+from videochat2.data.video import FrameSampling
+from videochat2.models.tokenizers import load_qformer_tokenizer
+
+
+class CaptionDataModule(LightningDataModule):
+    def __init__(self, config: DictConfig, qformer_tokenizer: str, seed: int = 0) -> None:
+        super().__init__()
+        self.config = config
+        self.tokenizer_path = qformer_tokenizer
+        self.seed = seed
+
+    def prepare_data(self) -> None:
+        prepare_synthetic(self.config)
+
+    def setup(self, stage: str | None = None) -> None:
+        cfg = self.config
+        self.collate = CaptionCollator(load_qformer_tokenizer(self.tokenizer_path), cfg.max_txt_len)
+        self.train_set = CaptionDataset(
+            build_corpus(cfg.corpora.caption, load_caption_records),
+            FrameSampling(cfg.num_frames, cfg.sample),
+            FrameTransform(cfg.image_size, "train", cfg.normalization, cfg.crop_scale, cfg.hflip),
+        )
+        retrieval = cfg.corpora.retrieval
+        self.val_set = CaptionDataset(
+            load_caption_records(retrieval.annotation, retrieval.media_root, retrieval.media_type),
+            FrameSampling(cfg.num_frames, cfg.sample_test),
+            FrameTransform(cfg.image_size, "test", cfg.normalization),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return train_loader(self.train_set, self.collate, self.config, self.seed, self.trainer)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.val_set,
+            batch_size=self.config.batch_size,
+            num_workers=self.config.num_workers,
+            collate_fn=self.collate,
+        )

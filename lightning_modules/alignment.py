@@ -1,0 +1,68 @@
+"""Stage 1: Q-Former alignment (VTC + VTM + VTG). Glue only: the math is in videochat2.models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from lightning.pytorch import LightningModule
+
+from videochat2.eval.retrieval import retrieval_metrics
+from videochat2.models.alignment import AlignmentConfig, VideoChat2Alignment
+from videochat2.models.qformer import QFormerConfig
+from videochat2.models.tokenizers import load_qformer_tokenizer, qformer_config_for_tokenizer
+from videochat2.models.vision import VisionConfig
+from videochat2.optim import param_groups
+
+
+class AlignmentModule(LightningModule):
+    stage = 1
+
+    def __init__(
+        self,
+        vision: VisionConfig,
+        qformer: QFormerConfig,
+        alignment: AlignmentConfig,
+        qformer_tokenizer: str,
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+    ) -> None:
+        super().__init__()
+        qformer = qformer_config_for_tokenizer(qformer, load_qformer_tokenizer(qformer_tokenizer))
+        self.model = VideoChat2Alignment(alignment, vision, qformer)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self._val_vision: list[torch.Tensor] = []
+        self._val_text: list[torch.Tensor] = []
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self.model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["idx"])
+        size = batch["pixel_values"].shape[0]
+        self.log_dict({f"train/{k}": v for k, v in out.items()}, batch_size=size, prog_bar=False)
+        self.log("train/loss", out["loss"], batch_size=size, prog_bar=True)
+        return out["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._val_vision.append(self.model.vision_features(batch["pixel_values"]).float().cpu())
+        self._val_text.append(self.model.text_features(batch["input_ids"], batch["attention_mask"]).float().cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_vision:
+            return
+        vision, text = torch.cat(self._val_vision), torch.cat(self._val_text)
+        self._val_vision.clear()
+        self._val_text.clear()
+        metrics = retrieval_metrics(self.model.similarity(vision, text), torch.arange(text.shape[0]))
+        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, sync_dist=True)
+
+    def configure_optimizers(self):
+        groups = param_groups(
+            self.model.named_parameters(),
+            self.optimizer_factory.keywords.get("weight_decay", 0.0),
+            self.model.no_weight_decay(),
+        )
+        optimizer = self.optimizer_factory(groups)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

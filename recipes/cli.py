@@ -1,0 +1,24 @@
+"""Command-line helpers shared by train.py and eval.py."""
+
+from __future__ import annotations
+
+import re
+
+_STAGE = re.compile(r"(?P<key>stage|\+stage|~stage)=(?P<values>[0-9]+(?:,[0-9]+)*)")
+
+
+def quote_stage_overrides(args: list[str]) -> list[str]:
+    """Let users type `stage=2` (and `stage=1,2` in sweeps).
+
+    `stage` is a config group whose options are named 1, 2 and 3; Hydra rejects an integer as a
+    group choice ("Config group override must be a string"), so the digits are quoted before
+    Hydra parses the command line. Everything else passes through unchanged.
+    """
+    quoted = []
+    for arg in args:
+        match = _STAGE.fullmatch(arg)
+        if match:
+            values = ",".join(f"'{v}'" for v in match["values"].split(","))
+            arg = f"{match['key']}={values}"
+        quoted.append(arg)
+    return quoted

@@ -1,0 +1,55 @@
+"""The training recipe: what `python train.py` does, top to bottom."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """`auto` resumes from the run directory's last checkpoint when there is one."""
+    if ckpt_path != "auto":
+        return ckpt_path
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return str(last) if last.exists() else None
+
+
+def finished_summary(run_dir: Path) -> dict | None:
+    """The summary of a run that already finished in this directory, if any."""
+    path = run_dir / "summary.json"
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    return summary if summary.get("finished") else None
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train one stage; returns the final metrics (for sweepers)."""
+    OmegaConf.resolve(cfg)
+    run_dir = Path(cfg.paths.run_dir)
+    done = finished_summary(run_dir) if cfg.ckpt_path == "auto" else None
+    if done is not None:
+        log.info("stage %s of run '%s' already finished in %s; nothing to do", cfg.stage, cfg.run_name, run_dir)
+        return done["metrics"]
+
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.datamodule, _recursive_=False)
+    datamodule.prepare_data()
+    module = instantiate(cfg.module, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler))
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=[instantiate(c) for c in cfg.callbacks.values()],
+        logger=[instantiate(c) for c in cfg.logger.values()] or False,
+    )
+    if trainer.global_rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, run_dir))
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}

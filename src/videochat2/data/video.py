@@ -1,0 +1,174 @@
+"""Media readers: a file -> uint8 frames [T, H, W, 3] at sampled indices.
+
+Indices are chosen first and only those frames are decoded. decord is the default (one thread per
+reader, opened inside the worker, since readers shared across processes deadlock); PyAV is the
+fallback reader. Frame folders (`00001.jpg`, ...) and GIFs are read with PIL. Every failure is a
+`MediaReadError` naming the file, so the data pipeline can count and replace the sample.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from videochat2.data.frame_indices import clip_bounds, fps_indices, parse_sample, segment_indices
+
+FRAME_FOLDER_FPS = 3.0
+GIF_FPS = 25.0
+
+
+class MediaReadError(RuntimeError):
+    """A media file that is missing, empty, corrupt or undecodable."""
+
+
+@dataclass(frozen=True)
+class FrameSampling:
+    """How many frames to take and how: `rand` | `middle` | `fps<X>` (see frame_indices)."""
+
+    num_frames: int
+    sample: str = "middle"
+    max_num_frames: int = -1
+
+    def __post_init__(self) -> None:
+        parse_sample(self.sample)
+
+    def indices(
+        self, vlen: int, fps: float, rng: random.Random | None = None, bound: tuple[float, float] | None = None
+    ) -> list[int]:
+        """Indices into the whole video; a `bound` (seconds) restricts them to that window."""
+        offset, length = clip_bounds(bound[0], bound[1], fps, vlen) if bound else (0, vlen)
+        spec = parse_sample(self.sample)
+        if spec.kind == "fps":
+            local = fps_indices(length, fps, spec.fps, self.max_num_frames) or [0]
+        else:
+            local = segment_indices(self.num_frames, length, spec.kind, rng)
+        return [offset + i for i in local]
+
+
+def read_video(
+    path: str | Path,
+    sampling: FrameSampling,
+    rng: random.Random | None = None,
+    bound: tuple[float, float] | None = None,
+    backend: str = "decord",
+) -> torch.Tensor:
+    """Decode the sampled frames of a video file with decord or PyAV."""
+    path = _existing(path)
+    if backend == "decord":
+        return _read_decord(path, sampling, rng, bound)
+    if backend == "av":
+        return _read_av(path, sampling, rng, bound)
+    raise ValueError(f"video backend must be 'decord' or 'av', got {backend!r}")
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise MediaReadError(f"{path}: file not found")
+    if path.is_file() and path.stat().st_size == 0:
+        raise MediaReadError(f"{path}: empty file")
+    return path
+
+
+def _read_decord(path: Path, sampling: FrameSampling, rng, bound) -> torch.Tensor:
+    import decord
+
+    try:
+        reader = decord.VideoReader(str(path), num_threads=1)
+        vlen, fps = len(reader), float(reader.get_avg_fps())
+        if vlen < 1:
+            raise MediaReadError(f"{path}: no decodable frames")
+        indices = [min(i, vlen - 1) for i in sampling.indices(vlen, fps, rng, bound)]
+        frames = reader.get_batch(indices).asnumpy()
+    except MediaReadError:
+        raise
+    except Exception as err:  # decord raises its own error types from C++
+        raise MediaReadError(f"{path}: decord failed: {err}".splitlines()[0]) from None
+    return torch.from_numpy(np.ascontiguousarray(frames))
+
+
+def _read_av(path: Path, sampling: FrameSampling, rng, bound) -> torch.Tensor:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+            fps = float(stream.average_rate or 25)
+    except Exception as err:
+        raise MediaReadError(f"{path}: PyAV failed: {err}".splitlines()[0]) from None
+    if not frames:
+        raise MediaReadError(f"{path}: no decodable frames")
+    indices = [min(i, len(frames) - 1) for i in sampling.indices(len(frames), fps, rng, bound)]
+    return torch.from_numpy(np.stack([frames[i] for i in indices]))
+
+
+def _rgb(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"))
+
+
+def read_frame_folder(
+    path: str | Path, sampling: FrameSampling, rng: random.Random | None = None, bound=None, fps: float = FRAME_FOLDER_FPS
+) -> torch.Tensor:
+    """A folder of JPEG frames (`00001.jpg`, ...) taken at `fps`."""
+    path = Path(path)
+    files = sorted(path.glob("*.jpg")) if path.is_dir() else []
+    if not files:
+        raise MediaReadError(f"{path}: no frames (expected a folder of 00001.jpg, ...)")
+    indices = [min(i, len(files) - 1) for i in sampling.indices(len(files), fps, rng, bound)]
+    try:
+        return torch.from_numpy(np.stack([_rgb(Image.open(files[i])) for i in indices]))
+    except OSError as err:
+        raise MediaReadError(f"{path}: unreadable frame: {err}") from None
+
+
+def read_gif(
+    path: str | Path, sampling: FrameSampling, rng: random.Random | None = None, bound=None, fps: float = GIF_FPS
+) -> torch.Tensor:
+    """An animated GIF, assumed to run at 25 fps as in the original."""
+    path = _existing(path)
+    try:
+        with Image.open(path) as gif:
+            frames = []
+            for i in range(getattr(gif, "n_frames", 1)):
+                gif.seek(i)
+                frames.append(_rgb(gif))
+    except OSError as err:
+        raise MediaReadError(f"{path}: unreadable gif: {err}") from None
+    indices = sampling.indices(len(frames), fps, rng, bound)
+    return torch.from_numpy(np.stack([frames[i] for i in indices]))
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """A still image as a one-frame clip [1, H, W, 3]."""
+    path = _existing(path)
+    try:
+        with Image.open(path) as image:
+            return torch.from_numpy(_rgb(image).copy()).unsqueeze(0)
+    except OSError as err:
+        raise MediaReadError(f"{path}: unreadable image: {err}") from None
+
+
+def read_media(
+    path: str | Path,
+    media_type: str,
+    sampling: FrameSampling,
+    rng: random.Random | None = None,
+    bound: tuple[float, float] | None = None,
+    backend: str = "decord",
+) -> torch.Tensor:
+    """Dispatch on media type: video | frame | gif | image."""
+    if media_type == "video":
+        return read_video(path, sampling, rng, bound, backend)
+    if media_type == "frame":
+        return read_frame_folder(path, sampling, rng, bound)
+    if media_type == "gif":
+        return read_gif(path, sampling, rng, bound)
+    if media_type == "image":
+        return read_image(path)
+    raise ValueError(f"media_type must be video, frame, gif or image, got {media_type!r}")

@@ -1,0 +1,19 @@
+"""Train one stage: `python train.py [stage=1|2|3] [overrides]` (see README and conf/train.yaml)."""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from recipes.cli import quote_stage_overrides
+from recipes.train import train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    return train(cfg).get("train/loss")
+
+
+if __name__ == "__main__":
+    sys.argv = quote_stage_overrides(sys.argv)
+    main()
