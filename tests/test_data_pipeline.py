@@ -1,0 +1,107 @@
+"""Readers, transforms, annotation parsing and media-type batching."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ramp_frames, write_video
+from videochat2.data.caption_dataset import CaptionDataset
+from videochat2.data.formats import AnnotationError, MediaRecord, load_caption_records
+from videochat2.data.mixing import MediaTypeBatchSampler
+from videochat2.data.transforms import FrameTransform
+from videochat2.data.video import FrameSampling, MediaReadError, read_media
+
+
+def frame_values(frames: torch.Tensor) -> list[int]:
+    return [round(v / 8) for v in frames.float().mean(dim=(1, 2, 3)).tolist()]
+
+
+@pytest.mark.parametrize("backend", ["decord", "av"])
+def test_video_reader_returns_the_sampled_frames(ramp_video, backend):
+    frames = read_media(ramp_video, "video", FrameSampling(4, "middle"), backend=backend)
+    assert frames.shape == (4, 32, 32, 3) and frames.dtype == torch.uint8
+    # 30 frames in 4 segments: [0,7) [7,15) [15,22) [22,30) -> middles 3, 10, 18, 25
+    assert frame_values(frames) == [3, 10, 18, 25]
+
+
+def test_video_reader_honours_clip_bounds(ramp_video):
+    frames = read_media(ramp_video, "video", FrameSampling(2, "middle"), bound=(1.0, 2.0))
+    assert all(10 <= v < 20 for v in frame_values(frames))
+
+
+def test_frame_folder_and_image(tmp_path, still_image):
+    from PIL import Image
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t, frame in enumerate(ramp_frames(9)):
+        Image.fromarray(frame).save(folder / f"{t + 1:05d}.jpg", quality=100)
+    frames = read_media(folder, "frame", FrameSampling(3, "middle"))
+    assert frame_values(frames) == [1, 4, 7]
+    image = read_media(still_image, "image", FrameSampling(4))
+    assert image.shape == (1, 20, 30, 3)
+
+
+@pytest.mark.parametrize("content", [None, b"", b"not a video at all" * 10])
+def test_bad_media_raises_a_named_error(tmp_path, content):
+    path = tmp_path / "bad.mp4"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(MediaReadError, match="bad.mp4"):
+        read_media(path, "video", FrameSampling(4))
+
+
+def test_dataset_replaces_bad_media_and_reports_it(tmp_path, ramp_video):
+    records = [MediaRecord(str(tmp_path / "missing.mp4"), "video", "a"), MediaRecord(str(ramp_video), "video", "b")]
+    dataset = CaptionDataset(records, FrameSampling(4), FrameTransform(16, "test"))
+    sample = dataset[0]
+    assert sample["caption"] == "b" and sample["idx"] == 1
+    assert len(sample["skipped"]) >= 1 and "missing.mp4" in sample["skipped"][0]
+
+
+def test_train_transform_is_shared_by_all_frames():
+    frames = torch.from_numpy(ramp_frames(3, size=40)).clone()
+    frames[:, :, :20] = 255  # left half white in every frame
+    out = FrameTransform(24, "train", crop_scale=(0.3, 0.6), hflip=True)(frames, random.Random(0))
+    assert out.shape == (3, 3, 24, 24)
+    white = out[:, 0] > out[:, 0].mean()
+    assert torch.equal(white[0], white[1]) and torch.equal(white[1], white[2])
+
+
+def test_official_transform_resizes_short_side_and_centre_crops():
+    frames = torch.zeros(1, 40, 80, 3, dtype=torch.uint8)
+    frames[:, :, 20:60] = 255  # a white centre band that the centre crop keeps entirely
+    out = FrameTransform(20, "official", normalization="clip")(frames)
+    assert out.shape == (1, 3, 20, 20)
+    assert out.min() > 1.5  # all white after normalisation
+
+
+def test_caption_records_and_their_errors(tmp_path):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps([{"video": "a.mp4", "caption": "x"}]))
+    (record,) = load_caption_records(good, tmp_path / "media", "video")
+    assert record.path == str(tmp_path / "media" / "a.mp4") and record.caption == "x"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"video": "a.mp4", "caption": "x"}, {"video": "b.mp4"}]))
+    with pytest.raises(AnnotationError, match=r"bad.json: record 1 .*caption"):
+        load_caption_records(bad, tmp_path, "video")
+    with pytest.raises(AnnotationError, match="record 0 has no 'image'"):
+        load_caption_records(good, tmp_path, "image")
+
+
+def test_batches_are_homogeneous_and_ranks_agree_on_the_type_order():
+    types = ["video"] * 40 + ["image"] * 24
+    ranks = [MediaTypeBatchSampler(types, 4, seed=3, rank=r, world_size=2) for r in range(2)]
+    plans = [list(s) for s in ranks]
+    assert len(plans[0]) == len(plans[1]) == 8
+    for a, b in zip(*plans):
+        assert {types[i] for i in a} == {types[i] for i in b} and len({types[i] for i in a}) == 1
+        assert not set(a) & set(b)
+    assert sorted(i for batch in plans[0] + plans[1] for i in batch) == list(range(64))
+    ranks[0].set_epoch(1)
+    assert list(ranks[0]) != plans[0]
