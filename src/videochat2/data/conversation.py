@@ -1,0 +1,339 @@
+"""Prompt templates of the VideoChat2 LLM families and the label masks that pick what the LLM learns.
+
+A conversation is a sequence of text segments, each marked learned or not, containing one media
+placeholder (`<VideoHere>` or `<ImageHere>`) between `<Video>`/`</Video>` (or `<Image>`/`</Image>`). The
+model splices the visual tokens where the placeholder stands, so the text is tokenized as two parts: the
+part before the placeholder, which gets the BOS token, and the part after it, which does not (this is the
+split the original uses in training and inference). Position 0 of the LLM input is therefore the BOS slot;
+the official stage-3 checkpoints were trained with a constant vector there instead of the BOS embedding,
+which is the model's switch, not this module's.
+
+Labels come from ONE tokenization of each part, read through the character offsets of a fast tokenizer:
+a token is learned when its first non-space character lies in a learned segment. The original instead
+tokenized each piece separately and asserted that the piece lengths add up, which SentencePiece merges
+across piece boundaries break.
+
+Learned spans per template (stage 3), as in the original code:
+- `vicuna_v0`: every `###Human:` separator after the media message, every `###Assistant: answer` block and
+  the closing `###`; the media message, questions and everything before the media are masked.
+- `mistral_instruct`: ` answer </s>` of every turn; `[INST] … [/INST]` parts are masked.
+- `phi3`: `answer<|end|>\\n` of every turn.
+- `chat_template` (the tokenizer's own chat template): each assistant message as rendered, with the
+  template's end-of-turn text.
+Stage 2 (captions) learns the caption and the family's end symbol only.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+TEMPLATES = ("vicuna_v0", "mistral_instruct", "phi3", "chat_template")
+IGNORE_INDEX = -100
+
+MEDIA_TAGS = {
+    "video": ("<Video>", "<VideoHere>", "</Video>"),
+    "image": ("<Image>", "<ImageHere>", "</Image>"),
+}
+
+CAPTION_FORMATS = {
+    "vicuna_v0": ("###Human: {} ###Assistant: ", "###"),
+    "mistral_instruct": ("[INST] {} [/INST]", "</s>"),
+    "phi3": ("<|user|>\n{}<|end|>\n<|assistant|>\n", "<|end|>"),
+}
+
+VIDEO_CAPTION_PROMPTS = (
+    "<Video><VideoHere></Video> Describe the following video concisely.",
+    "<Video><VideoHere></Video> Give a short description of this video.",
+    "<Video><VideoHere></Video> Summarize what happens in the video in one sentence.",
+    "<Video><VideoHere></Video> What is shown in this clip? Answer briefly.",
+    "<Video><VideoHere></Video> Write a brief caption for the video.",
+    "<Video><VideoHere></Video> Tell me in a few words what the video shows.",
+    "<Video><VideoHere></Video> Provide a concise caption of the events in this video.",
+    "<Video><VideoHere></Video> Briefly explain the content of the clip.",
+    "<Video><VideoHere></Video> Offer a one-line summary of the video.",
+    "<Video><VideoHere></Video> Describe the main action in this video in short.",
+)
+
+IMAGE_CAPTION_PROMPTS = (
+    "<Image><ImageHere></Image> Describe the following image concisely.",
+    "<Image><ImageHere></Image> Give a short description of this picture.",
+    "<Image><ImageHere></Image> Summarize the image in one sentence.",
+    "<Image><ImageHere></Image> What is shown in this photo? Answer briefly.",
+    "<Image><ImageHere></Image> Write a brief caption for the image.",
+    "<Image><ImageHere></Image> Tell me in a few words what the image shows.",
+    "<Image><ImageHere></Image> Provide a concise caption of this picture.",
+    "<Image><ImageHere></Image> Briefly explain the content of the photo.",
+    "<Image><ImageHere></Image> Offer a one-line summary of the image.",
+    "<Image><ImageHere></Image> Describe the main subject of this image in short.",
+)
+
+
+@dataclass(frozen=True)
+class Segment:
+    text: str
+    learned: bool = False
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Rendered text in learned/unlearned segments, plus the text the Q-Former reads."""
+
+    segments: tuple[Segment, ...]
+    placeholder: str
+    instruction: str = ""
+
+    @property
+    def text(self) -> str:
+        return "".join(segment.text for segment in self.segments)
+
+    def learned_text(self) -> list[str]:
+        return [segment.text for segment in self.segments if segment.learned]
+
+    def split(self) -> tuple[str, str, list[tuple[int, int]]]:
+        """The text before and after the placeholder, and the learned character spans of the latter."""
+        text = self.text
+        if text.count(self.placeholder) != 1:
+            raise ValueError(f"the conversation must hold {self.placeholder} exactly once: {text!r}")
+        cut = text.index(self.placeholder)
+        after_start = cut + len(self.placeholder)
+        spans, position = [], 0
+        for segment in self.segments:
+            start, position = position, position + len(segment.text)
+            if not segment.learned:
+                continue
+            if start < after_start:
+                raise ValueError("a learned segment may not precede or contain the media placeholder")
+            spans.append((start - after_start, position - after_start))
+        return text[:cut], text[after_start:], spans
+
+
+def media_tags(media_type: str) -> tuple[str, str, str]:
+    if media_type not in MEDIA_TAGS:
+        raise ValueError(f"media_type must be one of {sorted(MEDIA_TAGS)}, got {media_type!r}")
+    return MEDIA_TAGS[media_type]
+
+
+def frame_time_message(seconds: Sequence[float]) -> str:
+    """The original's optional note on when the frames were taken, placed right after the media."""
+    stamps = ", ".join(f"{second:.1f}" for second in seconds)
+    return f" The video contains {len(seconds)} frames sampled at {stamps} seconds."
+
+
+def _turns(record: Mapping, rng: random.Random | None) -> list[dict[str, str]]:
+    """The QA list, shuffled (a copy) when an rng is given, since turn order carries no meaning."""
+    turns = [{"i": qa.get("i", "") or "", "q": qa.get("q", "") or "", "a": qa["a"]} for qa in record["QA"]]
+    if not turns:
+        raise ValueError("an instruction record needs at least one QA turn")
+    if rng is not None and len(turns) > 1:
+        rng.shuffle(turns)
+    return turns
+
+
+def _vicuna(turns: list[dict[str, str]], media: tuple[str, str, str], system: str, message: str) -> list[Segment]:
+    if system and not system.endswith(" "):
+        raise ValueError("a Vicuna system prompt must end with a space")
+    start, placeholder, end = media
+    instruction = turns[0]["i"] + " " if turns[0]["i"] else ""
+    segments = [Segment(f"{system}{instruction}###Human: {start}{placeholder}{end}{message.rstrip()}")]
+    for turn in turns:
+        if turn["q"]:
+            segments += [Segment(" ###Human:", True), Segment(" " + turn["q"])]
+        segments.append(Segment(" ###Assistant: " + turn["a"], True))
+    segments.append(Segment(" ###", True))
+    return segments
+
+
+def _mistral(turns: list[dict[str, str]], media: tuple[str, str, str], system: str, message: str) -> list[Segment]:
+    start, placeholder, end = media
+    prefix = f"{system}{turns[0]['i']} ".lstrip()
+    segments = [Segment(f"{prefix}[INST] {start}{placeholder}{end}{message.rstrip()} [/INST]")]
+    for turn in turns:
+        if turn["q"]:
+            segments.append(Segment(f" [INST] {turn['q']} [/INST]"))
+        segments.append(Segment(f" {turn['a']} </s>", True))
+    return segments
+
+
+def _phi3(turns: list[dict[str, str]], media: tuple[str, str, str], system: str, message: str) -> list[Segment]:
+    start, placeholder, end = media
+    system_text = system + turns[0]["i"]
+    header = f"<|system|>\n{system_text}<|end|>\n" if system_text else ""
+    first = f"{header}<|user|>\n{start}{placeholder}{end}{message}\n"
+    segments = []
+    for index, turn in enumerate(turns):
+        opening = first if index == 0 else "<|user|>\n"
+        segments.append(Segment(f"{opening}{turn['q']}<|end|>\n<|assistant|>\n"))
+        segments.append(Segment(f"{turn['a']}<|end|>\n", True))
+    return segments
+
+
+def _chat_messages(
+    turns: list[dict[str, str]], media: tuple[str, str, str], system: str, message: str
+) -> list[dict[str, str]]:
+    start, placeholder, end = media
+    system_text = (system + turns[0]["i"]).strip()
+    messages = [{"role": "system", "content": system_text}] if system_text else []
+    for index, turn in enumerate(turns):
+        parts = [f"{start}{placeholder}{end}{message}"] if index == 0 else []
+        parts += [turn["q"]] if turn["q"] else []
+        messages.append({"role": "user", "content": "\n".join(parts)})
+        messages.append({"role": "assistant", "content": turn["a"]})
+    return messages
+
+
+def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
+
+
+def chat_template_segments(messages: list[dict[str, str]], tokenizer: PreTrainedTokenizerBase) -> list[Segment]:
+    """Segments of a chat-template rendering; an assistant turn spans from its generation prompt to its end.
+
+    Relies on each rendered prefix being a prefix of the whole, which holds for append-only templates;
+    templates that rewrite earlier turns are refused rather than mislabelled.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("template 'chat_template' needs a tokenizer that defines a chat template")
+    full = _render(tokenizer, messages, prompt=False)
+    bos = tokenizer.bos_token or ""
+    skip = len(bos) if bos and full.startswith(bos) else 0
+    segments, position = [], skip
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prompt_text = _render(tokenizer, messages[:index], prompt=True)
+        turn_text = _render(tokenizer, messages[: index + 1], prompt=False)
+        start, stop = len(prompt_text), len(turn_text)
+        if not (full.startswith(prompt_text) and full.startswith(turn_text) and position <= start < stop):
+            raise ValueError("the tokenizer's chat template is not append-only; learned spans cannot be located")
+        segments += [Segment(full[position:start]), Segment(full[start:stop], True)]
+        position = stop
+    if position < len(full):
+        segments.append(Segment(full[position:]))
+    return segments
+
+
+def qformer_instruction(template: str, turns: list[dict[str, str]]) -> str:
+    """Vicuna's Q-Former also reads the first question; the other families read the instruction only."""
+    instruction = turns[0]["i"]
+    if template == "vicuna_v0":
+        return f"{instruction} {turns[0]['q']}".strip() if instruction else ""
+    return instruction
+
+
+def build_conversation(
+    record: Mapping,
+    template: str,
+    media_type: str = "video",
+    *,
+    system: str = "",
+    time_message: str = "",
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    rng: random.Random | None = None,
+) -> Conversation:
+    """A stage-3 conversation from an instruction record `{"QA": [{"i", "q", "a"}, ...]}`.
+
+    `time_message` is the text right after the media (see `frame_time_message`); `tokenizer` is needed only
+    for `chat_template`; `rng` shuffles multi-turn QA.
+    """
+    turns = _turns(record, rng)
+    media = media_tags(media_type)
+    if template == "vicuna_v0":
+        segments = _vicuna(turns, media, system, time_message)
+    elif template == "mistral_instruct":
+        segments = _mistral(turns, media, system, time_message)
+    elif template == "phi3":
+        segments = _phi3(turns, media, system, time_message)
+    elif template == "chat_template":
+        if tokenizer is None:
+            raise ValueError("template 'chat_template' needs the tokenizer")
+        segments = chat_template_segments(_chat_messages(turns, media, system, time_message), tokenizer)
+    else:
+        raise ValueError(f"unknown conversation template {template!r}; choose one of {TEMPLATES}")
+    return Conversation(tuple(segments), media[1], qformer_instruction(template, turns))
+
+
+def caption_prompts(media_type: str) -> tuple[str, ...]:
+    media_tags(media_type)
+    return VIDEO_CAPTION_PROMPTS if media_type == "video" else IMAGE_CAPTION_PROMPTS
+
+
+def build_caption_conversation(
+    caption: str,
+    template: str,
+    media_type: str = "video",
+    *,
+    prompt: str | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    rng: random.Random | None = None,
+) -> Conversation:
+    """A stage-2 sample: a caption request (random phrasing when `rng` is given) answered by the caption."""
+    if prompt is None:
+        prompts = caption_prompts(media_type)
+        prompt = rng.choice(prompts) if rng is not None else prompts[0]
+    placeholder = media_tags(media_type)[1]
+    if template == "chat_template":
+        if tokenizer is None:
+            raise ValueError("template 'chat_template' needs the tokenizer")
+        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": caption}]
+        return Conversation(tuple(chat_template_segments(messages, tokenizer)), placeholder)
+    if template not in CAPTION_FORMATS:
+        raise ValueError(f"unknown conversation template {template!r}; choose one of {TEMPLATES}")
+    wrapper, end_symbol = CAPTION_FORMATS[template]
+    request = wrapper.format(prompt)
+    joiner = "" if request[-1].isspace() else " "
+    segments = (Segment(request), Segment(f"{joiner}{caption}{end_symbol}", True))
+    return Conversation(segments, placeholder)
+
+
+def _learned_mask(text: str, offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[bool]:
+    """A token is learned when its first non-space character (its only one, if all blank) is in a span."""
+    learned = [False] * len(text)
+    for start, stop in spans:
+        learned[start:stop] = [True] * (stop - start)
+    mask = []
+    for start, stop in offsets:
+        if start == stop:
+            mask.append(False)
+            continue
+        anchor = next((index for index in range(start, stop) if not text[index].isspace()), start)
+        mask.append(learned[anchor])
+    return mask
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    if not text:
+        return [], []
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return encoded["input_ids"], [tuple(pair) for pair in encoded["offset_mapping"]]
+
+
+def tokenize_conversation(
+    conversation: Conversation, tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> dict[str, torch.Tensor]:
+    """Token ids around the placeholder and the labels of the part after it.
+
+    `input_ids_before` starts with BOS (when the tokenizer has one); `max_length` bounds the text tokens of
+    both parts together (the visual tokens come on top), cutting the end of the after part, as the original
+    truncates at the end.
+    """
+    if not tokenizer.is_fast:
+        raise TypeError("label masks need a fast tokenizer (character offsets); load it with use_fast=True")
+    before_text, after_text, spans = conversation.split()
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    before_ids = bos + _encode(tokenizer, before_text)[0]
+    if len(before_ids) >= max_length:
+        raise ValueError(f"the text before the media takes {len(before_ids)} tokens, max_length is {max_length}")
+    after_ids, offsets = _encode(tokenizer, after_text)
+    mask = _learned_mask(after_text, offsets, spans)
+    keep = max_length - len(before_ids)
+    labels = [token if learned else IGNORE_INDEX for token, learned in zip(after_ids, mask)]
+    return {
+        "input_ids_before": torch.tensor(before_ids, dtype=torch.long),
+        "input_ids_after": torch.tensor(after_ids[:keep], dtype=torch.long),
+        "labels_after": torch.tensor(labels[:keep], dtype=torch.long),
+    }
