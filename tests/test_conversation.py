@@ -2,11 +2,14 @@
 
 import random
 import string
+from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+import sentencepiece
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+from transformers.tokenization_utils_base import generate_merges
 
 from videochat2.data.conversation import (
     IGNORE_INDEX,
@@ -66,6 +69,28 @@ def tokenizer() -> PreTrainedTokenizerFast:
         "Describe the following video concisely. A cat sits on a red sofa.",
     ] * 10
     return sentencepiece_like_tokenizer(corpus)
+
+
+LLAMA_SPM = Path(__file__).parent / "data" / "parity" / "stage3_vicuna" / "llm_base" / "tokenizer.model"
+
+
+def legacy_llama_tokenizer(model_file: Path) -> PreTrainedTokenizerFast:
+    """The fast form of a legacy LLaMA SentencePiece model, built without the protobuf package."""
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(model_file))
+    pieces = [processor.id_to_piece(index) for index in range(processor.get_piece_size())]
+    vocab = {piece: index for index, piece in enumerate(pieces)}
+    scores = {piece: processor.get_score(index) for index, piece in enumerate(pieces)}
+    backend = Tokenizer(
+        models.BPE(vocab, generate_merges(vocab, scores), unk_token="<unk>", byte_fallback=True, fuse_unk=True)
+    )
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    backend.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    for text in ORIGINAL_VICUNA:
+        assert tokenizer(text, add_special_tokens=False)["input_ids"] == processor.encode(text)
+    return tokenizer
 
 
 def learned_runs(encoded: dict[str, torch.Tensor], tokenizer: PreTrainedTokenizerFast) -> list[str]:
@@ -243,3 +268,32 @@ def test_invalid_inputs_are_refused(tokenizer: PreTrainedTokenizerFast) -> None:
         build_conversation(RIDER, "phi3", media_type="audio")
     with pytest.raises(ValueError, match="exactly once"):
         tokenize_conversation(Conversation((Segment("no media", True),), "<VideoHere>"), tokenizer, 16)
+
+
+@pytest.mark.parametrize(
+    ("record", "before_length", "after_length", "runs"),
+    [
+        (RIDER, 13, 83, {59: [25, 95, 250], 69: [25, 98, 250, 229, 262, 230, 36, 217, 34, 27, 48, 163, 244, 25]}),
+        (
+            CAT,
+            6,
+            95,
+            {
+                59: [25, 95, 250],
+                67: [25, 98, 250, 46, 210, 17, 165, 37, 27, 216, 96, 244, 25, 95, 250],
+                89: [25, 98, 250, 207, 244, 25],
+            },
+        ),
+    ],
+)
+def test_vicuna_labels_equal_the_original_on_a_llama_tokenizer(
+    record: dict, before_length: int, after_length: int, runs: dict[int, list[int]]
+) -> None:
+    """The label ids and positions the original code produced on the parity LLaMA tokenizer."""
+    tokenizer = legacy_llama_tokenizer(LLAMA_SPM)
+    encoded = tokenize_conversation(build_conversation(record, "vicuna_v0", time_message=TIME), tokenizer, 512)
+    expected = [IGNORE_INDEX] * after_length
+    for start, ids in runs.items():
+        expected[start : start + len(ids)] = ids
+    assert encoded["labels_after"].tolist() == expected
+    assert len(encoded["input_ids_before"]) == 1 + before_length

@@ -124,6 +124,13 @@ def test_missing_directory_names_the_path_and_the_recipe(tmp_path: Path) -> None
     assert "LLaMA-1" in message and "vicuna-7b-delta-v0" in message and "Llama-2" in message
 
 
+def test_vicuna_preset_loads_weights_saved_by_an_older_transformers(tokenizer_dir: Path) -> None:
+    parity_llm = Path(__file__).parent / "data" / "parity" / "stage3_vicuna" / "llm_base"
+    model, _ = build_llm(LLMConfig(preset="vicuna7b_v0", path=str(parity_llm), lora=True), tokenizer_dir)
+    assert model.config.vocab_size == 300
+    assert len(lora_state_dict(model)) == 2 * 2 * 2
+
+
 def test_pretrained_preset_needs_a_root() -> None:
     with pytest.raises(ValueError, match="Mistral-7B-Instruct-v0.2"):
         build_llm(LLMConfig(preset="mistral7b_instruct_v02"))
