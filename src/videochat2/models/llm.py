@@ -260,6 +260,7 @@ def default_lora_targets(family: str) -> list[str] | None:
 
 
 def has_lora(model: torch.nn.Module) -> bool:
+    """True for a PeftModel and for a bare model that already carries injected LoRA layers."""
     return isinstance(model, PeftModel) or any("lora_A" in name for name, _ in model.named_modules())
 
 
