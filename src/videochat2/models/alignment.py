@@ -63,6 +63,21 @@ def vtc_loss(sim_v2t: Tensor, idx_rows: Tensor, idx_cols: Tensor) -> Tensor:
     return (loss_v2t + loss_t2v) / 2
 
 
+def gathered_vtc_loss(
+    vision_feats: Tensor, text_feats: Tensor, idx: Tensor, temp: Tensor | float, agg_method: str = "mean"
+) -> Tensor:
+    """VTC over the batch gathered from all ranks; each rank computes the same global loss.
+
+    Gradients reach the local rows summed over ranks (see `videochat2.distributed`), so after the usual
+    data-parallel averaging they equal those of one process holding the whole batch; the original's
+    gather passes back only the local slice, which leaves them world_size times too small.
+    """
+    vision_all = gather_with_grad(vision_feats)
+    text_all = gather_with_grad(text_feats)
+    idx_all = gather_no_grad(idx)
+    return vtc_loss(similarity(vision_all, text_all, agg_method) / temp, idx_all, idx_all)
+
+
 @torch.no_grad()
 def sample_negatives(sim_v2t: Tensor, idx: Tensor, hard: bool = True) -> tuple[Tensor, Tensor]:
     """(vision negative per text, text negative per clip), drawn among non-positives.
@@ -172,11 +187,7 @@ class VideoChat2Alignment(nn.Module):
         return self.itm_head(self.vtm_embed(vision_embeds, input_ids, attention_mask))[:, 1]
 
     def vtc(self, vision_feats: Tensor, text_feats: Tensor, idx: Tensor) -> Tensor:
-        """Contrastive loss over the batch gathered from all ranks (see `videochat2.distributed`)."""
-        vision_all = gather_with_grad(vision_feats)
-        text_all = gather_with_grad(text_feats)
-        idx_all = gather_no_grad(idx)
-        return vtc_loss(self.similarity(vision_all, text_all) / self.temp, idx_all, idx_all)
+        return gathered_vtc_loss(vision_feats, text_feats, idx, self.temp, self.config.agg_method)
 
     def vtm(
         self,

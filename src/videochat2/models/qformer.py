@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from videochat2.models.vision import DropPath
+from videochat2.models.vision import DropPath, linspace
 
 
 @dataclass
@@ -65,7 +65,7 @@ class QFormerConfig:
             hidden_size=128,
             num_layers=4,
             num_heads=4,
-            intermediate_size=512,
+            intermediate_size=256,
             max_position_embeddings=128,
             encoder_width=128,
             num_query_tokens=32,
@@ -196,7 +196,7 @@ class Layer(nn.Module):
 class Encoder(nn.Module):
     def __init__(self, config: QFormerConfig):
         super().__init__()
-        rates = torch.linspace(0, config.drop_path_rate, config.num_layers).tolist()
+        rates = linspace(config.drop_path_rate, config.num_layers)
         self.layer = nn.ModuleList(Layer(config, i, rates[i]) for i in range(config.num_layers))
 
     def forward(self, x: Tensor, mask: Tensor | None, num_queries: int, vision: Tensor | None) -> Tensor:

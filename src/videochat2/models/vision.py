@@ -46,8 +46,8 @@ class VisionConfig:
 
     @classmethod
     def tiny(cls, **overrides) -> "VisionConfig":
-        """A CPU-sized encoder for 64×64 synthetic clips: 8×8 patches of 8 px, 128-d, 4 blocks built."""
-        values = dict(img_size=64, patch_size=8, embed_dim=128, depth=5, num_heads=4, return_index=-2)
+        """A CPU-sized encoder for 64×64 synthetic clips: a 4×4 grid of 16-px patches, 128-d, 4 blocks built."""
+        values = dict(img_size=64, patch_size=16, embed_dim=128, depth=5, num_heads=4, return_index=-2)
         values.update(overrides)
         return cls(**values)
 
@@ -93,6 +93,11 @@ def video_position_table(
         table = F.interpolate(table, size=frames, mode="linear", align_corners=False)
         table = table.reshape(gh, gw, dim, frames).permute(3, 0, 1, 2)
     return table.reshape(1, -1, dim)
+
+
+def linspace(stop: float, steps: int) -> list[float]:
+    """Per-layer drop-path rates 0 … stop; plain Python so that models also build on the meta device."""
+    return [stop * i / (steps - 1) for i in range(steps)] if steps > 1 else [0.0] * steps
 
 
 def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
@@ -177,7 +182,7 @@ class VisionEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.patch_embed = PatchEmbed(config)
-        rates = torch.linspace(0, config.drop_path_rate, config.depth).tolist()
+        rates = linspace(config.drop_path_rate, config.depth)
         self.blocks = nn.ModuleList(Block(config, rates[i]) for i in range(config.num_blocks))
         self._tables: dict[tuple, Tensor] = {}
 
