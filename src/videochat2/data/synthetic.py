@@ -234,17 +234,18 @@ def _moving_direction(rng: np.random.Generator, label_index: int, size: int) -> 
 
 
 def _pulse_starts(rng: np.random.Generator, frames: int, count: int, length: int, gap: int) -> list[int]:
+    """Random pulse onsets with at least ``gap`` frames between pulses, none touching the middle frames."""
+    middle = set(range(round(0.45 * frames), round(0.55 * frames) + 1))
     slack = frames - count * length - (count - 1) * gap - 2
-    extra = np.floor(rng.dirichlet(np.ones(count + 1)) * slack).astype(int)
-    starts, t = [], 1 + int(extra[0])
-    for k in range(count):
-        starts.append(t)
-        t += length + gap + int(extra[k + 1])
-    return starts
+    while True:
+        extra = np.floor(rng.dirichlet(np.ones(count + 1)) * slack).astype(int)
+        starts = list(1 + np.cumsum(extra[:count]) + np.arange(count) * (length + gap))
+        if not any(middle.intersection(range(s, s + length)) for s in starts):
+            return [int(s) for s in starts]
 
 
 def _action_count(rng: np.random.Generator, label_index: int, size: int) -> Clip:
-    """The flashes share a fixed total duration, so how often one frame shows a flash does not hint at N."""
+    """The flashes share a fixed total duration and skip the middle frame, so one frame does not hint at N."""
     count = label_index % len(COUNTS) + 1
     clip = _clip("action_count", _num_frames(rng, 36, 48), rng, label=COUNTS[count - 1])
     frames = clip.num_frames
@@ -252,7 +253,7 @@ def _action_count(rng: np.random.Generator, label_index: int, size: int) -> Clip
     pos = _positions(rng, 2, size)
     _add_static(clip, other, pos[1])
     target = _add_static(clip, target_obj, pos[0])
-    length, gap = max(2, round(0.45 * frames / count)), round(0.13 * frames)
+    length, gap = max(2, round(0.4 * frames / count)), round(0.12 * frames)
     starts = _pulse_starts(rng, frames, count, length, gap)
     for start in starts:
         target.colour[start : start + length] = [FLASH_COLOUR] * length
@@ -293,11 +294,11 @@ def _object_existence(rng: np.random.Generator, label_index: int, size: int) -> 
 
 
 def _char_slot(t: int, frames: int) -> int | None:
-    """Four slots with a blank gap around the middle frame: [0, .22) [.22, .45) gap [.55, .78) [.78, 1]."""
+    """Four slots with a blank gap over the middle frames: [0, .22) [.22, .47) gap [.53, .78) [.78, 1]."""
     u = (t + 0.5) / frames
-    if 0.45 <= u < 0.55:
+    if 0.47 <= u < 0.53:
         return None
-    return sum(u >= edge for edge in (0.22, 0.45, 0.78))
+    return sum(u >= edge for edge in (0.22, 0.47, 0.78))
 
 
 def _character_order(rng: np.random.Generator, label_index: int, size: int) -> Clip:
@@ -406,17 +407,13 @@ def _moving_attribute(rng: np.random.Generator, label_index: int, size: int) -> 
 
 
 def _slide(track: Track, start: int, end: int, size: int, rng: np.random.Generator) -> str:
-    """Move the object over [start, end] by a third of the frame, in a direction that stays on screen."""
-    distance, half = size / 3, size * 0.16
-    x0, y0 = track.x[0], track.y[0]
-    for direction in rng.permutation(DIRECTIONS):
-        dx, dy = STEP[str(direction)]
-        if half <= x0 + dx * distance <= size - half and half <= y0 + dy * distance <= size - half:
-            break
-    ramp = np.clip((np.arange(len(track.x)) - start) / max(1, end - start), 0, 1) * distance
-    track.x[:] = x0 + dx * ramp
-    track.y[:] = y0 + dy * ramp
-    return str(direction)
+    """Move the object a third of the frame over [start, end]; on the torus, so positions stay uniform."""
+    direction = str(rng.choice(DIRECTIONS))
+    dx, dy = STEP[direction]
+    ramp = np.clip((np.arange(len(track.x)) - start) / max(1, end - start), 0, 1) * size / 3
+    track.x[:] = (track.x[0] + dx * ramp) % size
+    track.y[:] = (track.y[0] + dy * ramp) % size
+    return direction
 
 
 def _action_sequence(rng: np.random.Generator, label_index: int, size: int) -> Clip:
@@ -425,8 +422,8 @@ def _action_sequence(rng: np.random.Generator, label_index: int, size: int) -> C
     frames = clip.num_frames
     length = int(rng.integers(26, 31))
     start = int(rng.integers(7, frames - length - 7 + 1))
-    objs, pos = _objects(rng, 3), _positions(rng, 3, size)
-    tracks = [_add_static(clip, obj, p) for obj, p in zip(objs, pos)]
+    objs = _objects(rng, 3)
+    tracks = [_add_static(clip, obj, tuple(rng.uniform(0, size, 2))) for obj in objs]
     clip.events = clip.events[:1]
     decoy_len = 5
     decoy = start - decoy_len - 1 - int(rng.integers(0, 2)) if rng.random() < 0.5 else start + length + 1
@@ -592,17 +589,22 @@ def _event_sentence(event: dict, rng: random.Random) -> str | None:
     return rng.choice(options[kind])
 
 
-def caption(clip: Clip, rng: random.Random) -> str:
-    """The clip's events in temporal order, phrased from varied templates."""
-    ordered = sorted(clip.events, key=lambda e: (e["type"] not in ("background", "static"), e["start"]))
-    sentences = [_event_sentence(e, rng) for e in ordered]
-    connectors = ("then", "after that,", "next,", "later,")
-    parts = [sentences[0]] + [
-        s if ordered[k]["type"] in ("background", "static") else f"{rng.choice(connectors)} {s}"
-        for k, s in enumerate(sentences[1:], start=1)
-    ]
-    text = ", ".join(parts)
+def _sentence_case(text: str) -> str:
     return text[0].upper() + text[1:] + "."
+
+
+def caption(clip: Clip, rng: random.Random) -> str:
+    """The setting, then the clip's events in temporal order, phrased from varied templates."""
+    setting = [e for e in clip.events if e["type"] in ("background", "static")]
+    happenings = sorted((e for e in clip.events if e not in setting), key=lambda e: e["start"])
+    parts = [_sentence_case(", ".join(_event_sentence(e, rng) for e in setting))] if setting else []
+    steps = [_event_sentence(e, rng) for e in happenings]
+    if len(steps) > 1:
+        steps = [f"{rng.choice(('first', 'at first', 'to begin with'))} {steps[0]}"] + [
+            f"{rng.choice(('then', 'after that', 'next', 'later'))} {s}" for s in steps[1:]]
+    if steps:
+        parts.append(_sentence_case(", ".join(steps)))
+    return " ".join(parts)
 
 
 def still_caption(objects: list[tuple[str, str]], scene: str, rng: random.Random) -> str:
