@@ -52,7 +52,8 @@ def test_same_seed_same_items_other_seed_differs(annotation_file, tmp_path):
 def test_fixed_vocabulary_duplicates_removed_and_templates_vary():
     task = qa.Task("dir", ("Where does the {thing} go?", "Which way is the {thing} moving?"),
                    qa.fixed_vocabulary(["left", "right", "left", "up", "down"]), 4)
-    records = [{"video": f"{i}.mp4", "label": ["left", "right", "up", "down"][i % 4], "thing": "ball"} for i in range(60)]
+    labels = ["left", "right", "up", "down"]
+    records = [{"video": f"{i}.mp4", "label": labels[i % 4], "thing": "ball"} for i in range(60)]
     items, counts = qa.build_items(records, task, seed=0)
     assert counts == {4: 60}
     assert {i["question"] for i in items} == {"Where does the ball go?", "Which way is the ball moving?"}
@@ -64,6 +65,17 @@ def test_distractors_prefer_similar_length():
     pool = ["a", "bb", "xyzxyzxyzxyzxyzxyzxyzxyzxyz", "long label 1", "long label 2", "long label 3", "long label 4"]
     picks = qa.pick_distractors("long label 0", pool, 2, random.Random(0))
     assert all(p.startswith("long label") for p in picks)
+
+
+def test_answer_is_not_the_median_length_option():
+    """A text-only model picking the middle-length option must stay at chance."""
+    pool = ["x" * n for n in range(1, 40)]
+    rng, median_hits, trials = random.Random(0), 0, 900
+    for _ in range(trials):
+        answer = pool[rng.randrange(10, 30)]
+        options = [answer] + qa.pick_distractors(answer, pool, 2, rng)
+        median_hits += sorted(options, key=len)[1] == answer
+    assert median_hits / trials < 0.40
 
 
 def test_per_record_distractors_and_formatting():

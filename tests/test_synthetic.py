@@ -72,7 +72,8 @@ def test_decoded_pixels_match_the_ground_truth(root, events):
         if spec.media_type == "frame":
             decoded = np.stack([np.asarray(Image.open(p)) for p in sorted((root / path).iterdir())]).astype(int)
         else:
-            decoded = decord.VideoReader(str(root / path), num_threads=1).get_batch(list(range(clip.num_frames))).asnumpy().astype(int)
+            reader = decord.VideoReader(str(root / path), num_threads=1)
+            decoded = reader.get_batch(list(range(clip.num_frames))).asnumpy().astype(int)
         assert np.abs(decoded - expected).mean() < 6, task
 
 
@@ -200,25 +201,40 @@ def _candidate_view(clip, candidate, t):
     return candidate, _object_view(clip, subject, t)
 
 
-def single_frame_oracle(task, where, n=1200):
-    """Accuracy of the best guess from one frame's view of each option, fitted on 2/3 of n clips."""
+def oracle_accuracy(task, view, n=1200):
+    """Accuracy of the best guess from ``view(clip, item, option)`` for each option, fitted on 2/3 of n clips."""
     clips = [syn.sample_clip(task, (11, 99, i), i) for i in range(n)]
     records = [{"video": str(i), "label": c.label, **c.fields,
                 **({"distractors": c.distractors} if c.distractors else {})} for i, c in enumerate(clips)]
     items, _ = qa.build_items(records, syn.TASKS[task].qa_task(task), seed=1)
-    views = [[(_candidate_view(c, o, _frame_index(c, where)), o == i["answer"]) for o in i["candidates"]]
-             for c, i in zip(clips, items)]
+    views = [[(view(c, i, o), o == i["answer"]) for o in i["candidates"]] for c, i in zip(clips, items)]
     split, table = 2 * n // 3, {}
-    for view in views[:split]:
-        for key, gold in view:
+    for options in views[:split]:
+        for key, gold in options:
             hits, total = table.get(key, (0, 0))
             table[key] = (hits + gold, total + 1)
     rng, correct, chance = random.Random(0), 0, 0
-    for view in views[split:]:
-        scored = [((table.get(k, (0, 0))[0] + 1) / (table.get(k, (0, 0))[1] + 2), rng.random(), g) for k, g in view]
+    for options in views[split:]:
+        scored = [((table.get(k, (0, 0))[0] + 1) / (table.get(k, (0, 0))[1] + 2), rng.random(), g) for k, g in options]
         correct += max(scored)[2]
-        chance += 1 / len(view)
+        chance += 1 / len(options)
     return correct / (n - split), chance / (n - split)
+
+
+def single_frame_oracle(task, where, n=1200):
+    return oracle_accuracy(task, lambda clip, item, option: _candidate_view(clip, option, _frame_index(clip, where)), n)
+
+
+def _text_view(clip, item, option):
+    lengths = sorted(len(o) for o in item["candidates"])
+    return option, lengths.index(len(option)), item["question"].split()[0]
+
+
+@pytest.mark.parametrize("task", list(syn.TASKS))
+def test_text_alone_is_at_chance(task):
+    """A blind model that knows each option's text, its length rank and the question cannot beat chance."""
+    accuracy, chance = oracle_accuracy(task, _text_view)
+    assert accuracy <= chance + 0.07, (task, accuracy, chance)
 
 
 @pytest.mark.parametrize("task", list(syn.TASKS))

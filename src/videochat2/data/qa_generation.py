@@ -9,7 +9,7 @@ with the very code users run.
 An item is ``{"video", "question", "candidates", "answer"[, "start", "end"]}`` (the MVBench main-branch
 fields); ``answer`` is always one of ``candidates``. Gold positions are balanced over a task (the letter
 used least so far wins), duplicates are removed, and distractors of a length close to the answer's are
-preferred so option length gives nothing away.
+preferred, without making the answer the option of middle length, so option length gives nothing away.
 
 Command line (records are ``{"video": ..., "label": ...}``, optionally ``"start"``/``"end"`` in seconds)::
 
@@ -93,11 +93,17 @@ class PositionBalancer:
 
 
 def pick_distractors(answer: str, pool: Sequence[str], count: int, rng: random.Random) -> list[str]:
-    """Distinct distractors, drawn at random among the ones closest in length to the answer."""
+    """Distinct distractors whose lengths fall in a window that contains the answer's length.
+
+    The window sits at a random offset around the answer, so the answer is not systematically the
+    option of middle length (which a text-only model would learn to pick).
+    """
     distinct = [d for d in dict.fromkeys(pool) if d != answer]
+    width = max(4.0, 0.6 * len(answer))
+    low = len(answer) - rng.random() * width
     rng.shuffle(distinct)
-    distinct.sort(key=lambda d: abs(len(d) - len(answer)))
-    return rng.sample(distinct[: 2 * count], min(count, len(distinct)))
+    distinct.sort(key=lambda d: max(low - len(d), 0.0, len(d) - low - width))
+    return distinct[:count]
 
 
 def format_question(question: str, candidates: Sequence[str]) -> str:

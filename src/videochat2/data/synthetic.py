@@ -35,6 +35,11 @@ Multiple-choice instruction items use the benchmark's format: the question lists
 ``(A) ...`` lines and the answer starts with ``(X) option text``. Training, retrieval and benchmark clips
 come from disjoint seed streams. Same seed and settings give byte-identical files (single-threaded
 x264 with fixed options), so the manifest's checksums are reproducible.
+
+Building is cached: a root whose manifest records the same settings is reused as is; other settings are
+built in a temporary sibling folder that replaces the root by renames only when complete. Command line::
+
+    python -m videochat2.data.synthetic --out DIR [--seed S] [--train-videos N] [--images N] [--test-per-task N]
 """
 
 from __future__ import annotations
@@ -228,7 +233,8 @@ def _moving_direction(rng: np.random.Generator, label_index: int, size: int) -> 
     mover = _track(*mover_obj, pos[0], clip.num_frames)
     _move_wrapping(mover, direction, size * rng.uniform(0.7, 1.0), size, rng)
     clip.tracks.append(mover)
-    clip.events.append({"type": "move", "object": mover.name, "direction": direction, "start": 0, "end": clip.num_frames - 1})
+    clip.events.append({"type": "move", "object": mover.name, "direction": direction,
+                        "start": 0, "end": clip.num_frames - 1})
     clip.fields = {"object": mover.name}
     return clip
 
@@ -289,7 +295,7 @@ def _object_existence(rng: np.random.Generator, label_index: int, size: int) -> 
     present = {f"{c} {s}" for s, c in objs}
     absent = [f"{c} {s}" for s, c in itertools.product(SHAPES, COLOURS) if f"{c} {s}" not in present]
     clip.label = transient.name
-    clip.distractors = [str(d) for d in rng.permutation(absent)[:6]]
+    clip.distractors = [str(d) for d in rng.permutation(absent)[:2]]
     return clip
 
 
@@ -368,7 +374,8 @@ def _action_localization(rng: np.random.Generator, label_index: int, size: int) 
     length = int(rng.integers(32, 41))
     start = int(rng.integers(6, frames - length - 6 + 1))
     inside = start + round(rng.uniform(*MOMENT_SPANS[moment]) * length)
-    outside = int(rng.integers(2, start - 1)) if rng.random() < 0.5 else int(rng.integers(start + length + 2, frames - 1))
+    before = rng.random() < 0.5
+    outside = int(rng.integers(2, start - 1) if before else rng.integers(start + length + 2, frames - 1))
     target_obj, other = _objects(rng, 2)
     pos = _positions(rng, 2, size)
     _add_static(clip, other, pos[1])
@@ -398,7 +405,8 @@ def _moving_attribute(rng: np.random.Generator, label_index: int, size: int) -> 
     direction = str(rng.choice(DIRECTIONS))
     _move_wrapping(mover, direction, size * rng.uniform(0.7, 1.0), size, rng)
     clip.tracks.append(mover)
-    clip.events.append({"type": "move", "object": mover.name, "direction": direction, "start": 0, "end": clip.num_frames - 1})
+    clip.events.append({"type": "move", "object": mover.name, "direction": direction,
+                        "start": 0, "end": clip.num_frames - 1})
     pick = 1 if attribute == "colour" else 0
     clip.label = objs[mover_index][pick]
     clip.distractors = [o[pick] for k, o in enumerate(objs) if k != mover_index]
@@ -661,7 +669,8 @@ def _train_jobs(settings: dict, root: Path) -> list[Job]:
     for i in range(settings["train_videos"]):
         task = names[i % len(names)]
         seed = _seed(settings["seed"], "train", task, i)
-        jobs.append(Job(task, seed, i // len(names), f"videos/train/{task}_{i:05d}.mp4", False, str(root), settings["size"]))
+        path = f"videos/train/{task}_{i:05d}.mp4"
+        jobs.append(Job(task, seed, i // len(names), path, False, str(root), settings["size"]))
     return jobs
 
 
@@ -758,7 +767,8 @@ def _write_images(root: Path, settings: dict) -> tuple[list[dict], list[dict]]:
         text_rng = random.Random(i + settings["seed"] * 100003)
         captions.append({"image": name, "caption": still_caption(objs, clip.background[0], text_rng)})
         shape, colour = objs[0]
-        records.append({"video": name, "label": colour, "shape": shape, "colour": colour, "caption": captions[-1]["caption"]})
+        records.append({"video": name, "label": colour, "shape": shape, "colour": colour,
+                        "caption": captions[-1]["caption"]})
     return captions, _image_instructions(records, settings["seed"])
 
 
@@ -828,7 +838,8 @@ def _save_qformer_tokenizer(corpus: Sequence[str], out: Path, vocab_size: int = 
     tok.model = models.WordPiece(_wordpiece_vocab(tok, corpus, vocab_size, specials), unk_token="[UNK]")
     tok.add_special_tokens(specials)
     tok.decoder = decoders.WordPiece()
-    tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]")))
+    tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")),
+                                                   ("[CLS]", tok.token_to_id("[CLS]")))
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
         mask_token="[MASK]", bos_token="[DEC]", model_max_length=512, clean_up_tokenization_spaces=False)
@@ -908,9 +919,10 @@ def _render_all(jobs: list[Job], workers: int) -> list[dict]:
 def _build_into(root: Path, settings: dict, workers: int) -> dict:
     """Everything but the manifest's final rename; returns the manifest."""
     (root / "images").mkdir(parents=True)
-    train, retrieval, bench = (_train_jobs(settings, root), _retrieval_jobs(settings, root), _bench_jobs(settings, root))
+    train, retrieval, bench = _train_jobs(settings, root), _retrieval_jobs(settings, root), _bench_jobs(settings, root)
     anns = _render_all(train + retrieval + bench, workers)
-    train_anns, retrieval_anns, bench_anns = anns[: len(train)], anns[len(train) : len(train) + len(retrieval)], anns[len(train) + len(retrieval) :]
+    split = (len(train), len(train) + len(retrieval))
+    train_anns, retrieval_anns, bench_anns = anns[: split[0]], anns[split[0] : split[1]], anns[split[1] :]
     image_captions, image_instructions = _write_images(root, settings)
     annotations = {
         "pretrain_video": [{"video": _strip(a["path"], "videos/"), "caption": a["caption"]} for a in train_anns],
@@ -961,7 +973,7 @@ def build(
     if manifest is not None and manifest.get("settings") == settings:
         return root
     if manifest is None and root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} exists, is not empty and holds no synthetic MANIFEST.json; refusing to replace it")
+        raise FileExistsError(f"{root} is not empty and holds no synthetic MANIFEST.json; refusing to replace it")
     root.parent.mkdir(parents=True, exist_ok=True)
     fresh = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
     try:
