@@ -97,6 +97,11 @@ def test_text_only_mode_is_bidirectional_and_ignores_padding(qformer, inputs):
     torch.testing.assert_close(out3[1, :5], out[1, :5], atol=1e-5, rtol=1e-5)
 
 
+def test_too_long_text_fails_clearly(qformer):
+    with pytest.raises(ValueError, match="exceeds the 16 positions"):
+        qformer.bert(torch.ones(1, 17, dtype=torch.long))
+
+
 def test_queries_without_vision_fail_clearly(qformer, inputs):
     queries, _, _, _ = inputs
     with pytest.raises(ValueError, match="vision"):

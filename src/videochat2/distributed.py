@@ -27,30 +27,38 @@ def rank() -> int:
     return 0
 
 
-def _all_gather(x: Tensor) -> list[Tensor]:
-    parts = [torch.empty_like(x) for _ in range(world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return parts
+def _all_gather(x: Tensor) -> tuple[list[Tensor], list[int]]:
+    """All ranks' `x` (rows may differ in number, e.g. a short last batch) and their row counts."""
+    count = torch.tensor([x.shape[0]], device=x.device)
+    counts = [torch.empty_like(count) for _ in range(world_size())]
+    dist.all_gather(counts, count)
+    sizes = [int(c.item()) for c in counts]
+    padded = x.new_zeros((max(sizes),) + x.shape[1:])
+    padded[: x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return [part[:n] for part, n in zip(parts, sizes)], sizes
 
 
 class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
+        parts, sizes = _all_gather(x)
+        ctx.start = sum(sizes[: rank()])
         ctx.local = x.shape[0]
-        return torch.cat(_all_gather(x), dim=0)
+        return torch.cat(parts, dim=0)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         grad = grad.contiguous()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        start = rank() * ctx.local
-        return grad[start : start + ctx.local]
+        return grad[ctx.start : ctx.start + ctx.local]
 
 
 def gather_with_grad(x: Tensor) -> Tensor:
     """Concatenate `x` from all ranks along dim 0 (rank order); gradients flow back to the local rows.
 
-    Every rank must hold the same number of rows. Without a process group (or with one rank) returns `x`.
+    Without a process group (or with one rank) returns `x`.
     """
     if world_size() == 1:
         return x
@@ -62,4 +70,4 @@ def gather_no_grad(x: Tensor) -> Tensor:
     """Concatenate `x` (e.g. sample ids) from all ranks along dim 0; identity without a process group."""
     if world_size() == 1:
         return x
-    return torch.cat(_all_gather(x), dim=0)
+    return torch.cat(_all_gather(x)[0], dim=0)

@@ -59,16 +59,21 @@ class QFormerConfig:
 
     @classmethod
     def tiny(cls, vocab_size: int, **overrides) -> "QFormerConfig":
-        """A CPU-sized Q-Former for the tiny ViT; `vocab_size` = len(tokenizer) including `[DEC]`."""
+        """A CPU-sized Q-Former for the tiny ViT; `vocab_size` = len(tokenizer) including `[DEC]`.
+
+        Attention dropout is off: with it, CPU attention leaves the fused kernel and sampling the dropout mask
+        costs about a quarter of a tiny training step.
+        """
         values = dict(
             vocab_size=vocab_size,
             hidden_size=128,
             num_layers=4,
             num_heads=4,
             intermediate_size=256,
-            max_position_embeddings=128,
+            max_position_embeddings=512,
             encoder_width=128,
             num_query_tokens=32,
+            attention_dropout=0.0,
             drop_path_rate=0.1,
         )
         values.update(overrides)
@@ -106,6 +111,11 @@ class Embeddings(nn.Module):
     def forward(self, input_ids: Tensor | None, query_embeds: Tensor | None) -> Tensor:
         parts = [] if query_embeds is None else [query_embeds]
         if input_ids is not None:
+            if input_ids.shape[1] > self.position_ids.shape[1]:
+                raise ValueError(
+                    f"text of {input_ids.shape[1]} tokens exceeds the {self.position_ids.shape[1]} positions of the "
+                    "Q-Former; truncate it when tokenizing"
+                )
             positions = self.position_ids[:, : input_ids.shape[1]]
             parts.append(self.word_embeddings(input_ids) + self.position_embeddings(positions))
         return self.dropout(self.LayerNorm(torch.cat(parts, dim=1)))
@@ -302,7 +312,6 @@ class QFormer(nn.Module):
 
     def tie_weights(self) -> None:
         self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
-        self.cls.predictions.decoder.bias = self.cls.predictions.bias
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -346,19 +355,24 @@ class QFormer(nn.Module):
         An MLM head in the checkpoint (`cls.predictions.transform`) is copied too; a plain `BertModel`
         directory leaves it at its random init.
         """
-        from transformers import BertConfig, BertForMaskedLM
+        from transformers import BertConfig
 
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(
-                f"no BERT checkpoint at {path}: put a Hugging Face BERT directory there (config.json and "
-                "model.safetensors, e.g. bert-base-uncased saved with save_pretrained)"
-            )
+            raise FileNotFoundError(_missing_bert(path))
         bert_config = BertConfig.from_pretrained(path, local_files_only=True)
         model = cls(QFormerConfig.from_bert_config(bert_config, **overrides))
-        source = BertForMaskedLM.from_pretrained(path, local_files_only=True).state_dict()
-        model._copy_bert(source)
+        model.load_bert(path)
         return model
+
+    def load_bert(self, path: str | Path) -> None:
+        """Overwrite this Q-Former with a local BERT checkpoint's weights (see `from_bert`)."""
+        from transformers import BertForMaskedLM
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(_missing_bert(path))
+        self._copy_bert(BertForMaskedLM.from_pretrained(path, local_files_only=True).state_dict())
 
     @torch.no_grad()
     def _copy_bert(self, source: dict[str, Tensor]) -> None:
@@ -376,3 +390,10 @@ class QFormer(nn.Module):
         for name, value in target.items():
             if "_query." in name:
                 value.copy_(target[name.replace("_query.", ".")])
+
+
+def _missing_bert(path: Path) -> str:
+    return (
+        f"no BERT checkpoint at {path}: put a Hugging Face BERT directory there (config.json and "
+        "model.safetensors, e.g. bert-base-uncased saved with save_pretrained)"
+    )

@@ -221,6 +221,8 @@ class VisionTransformer(nn.Module):
 
     def forward(self, pixel_values: Tensor) -> Tensor:
         """[B, T, 3, H, W] → [B, T', L, C]: per-frame patch tokens of the selected block."""
+        if pixel_values.ndim != 5:
+            raise ValueError(f"expected pixel_values [B, T, 3, H, W] (images: T = 1), got {tuple(pixel_values.shape)}")
         return self.encoder(pixel_values.permute(0, 2, 1, 3, 4))
 
 
