@@ -248,3 +248,12 @@ def test_vtc_gradient_across_two_processes_matches_one_process(tmp_path):
         grads = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         for got, want in zip(grads, expected):
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4, msg=f"rank {rank}")
+
+
+def test_tiny_presets_fit_together():
+    torch.manual_seed(0)
+    model = VideoChat2Alignment(AlignmentConfig(embed_dim=64), VisionConfig.tiny(), QFormerConfig.tiny(vocab_size=80))
+    ids = torch.randint(1, 78, (2, 8))
+    out = model(torch.randn(2, 4, 3, 64, 64), ids, torch.ones_like(ids), torch.arange(2))
+    assert torch.isfinite(out["loss"])
+    assert model.vision_features(torch.randn(1, 1, 3, 64, 64)).shape == (1, 32, 64)
