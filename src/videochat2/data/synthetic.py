@@ -50,9 +50,9 @@ import itertools
 import json
 import os
 import random
+import secrets
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -944,13 +944,18 @@ def _build_into(root: Path, settings: dict, workers: int) -> dict:
     return {**settings, "settings": settings, "tasks": _tasks_json(), "counts": counts, "checksums": _checksums(root)}
 
 
+def _sibling(root: Path, purpose: str) -> Path:
+    """A hidden, unique name next to the root (same file system, so renames are atomic)."""
+    return root.parent / f".{root.name}.{purpose}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
 def _replace(root: Path, fresh: Path) -> None:
     """Swap the finished build in by renames, so no reader ever sees a half-old, half-new set."""
     if not root.exists():
         fresh.rename(root)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-    root.rename(old / root.name)
+    old = _sibling(root, "old")
+    root.rename(old)
     fresh.rename(root)
     shutil.rmtree(old, ignore_errors=True)
 
@@ -975,7 +980,8 @@ def build(
     if manifest is None and root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} is not empty and holds no synthetic MANIFEST.json; refusing to replace it")
     root.parent.mkdir(parents=True, exist_ok=True)
-    fresh = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
+    fresh = _sibling(root, "building")
+    fresh.mkdir()
     try:
         manifest = _build_into(fresh, settings, workers or os.cpu_count() or 1)
         _write_json(fresh / "MANIFEST.json", manifest)
