@@ -431,8 +431,8 @@ def _action_sequence(rng: np.random.Generator, label_index: int, size: int) -> C
     length = int(rng.integers(26, 31))
     start = int(rng.integers(7, frames - length - 7 + 1))
     objs = _objects(rng, 3)
-    tracks = [_add_static(clip, obj, tuple(rng.uniform(0, size, 2))) for obj in objs]
-    clip.events = clip.events[:1]
+    tracks = [_track(*obj, tuple(rng.uniform(0, size, 2)), frames) for obj in objs]
+    clip.tracks.extend(tracks)
     decoy_len = 5
     decoy = start - decoy_len - 1 - int(rng.integers(0, 2)) if rng.random() < 0.5 else start + length + 1
     windows = [(start + round(0.1 * length), start + round(0.4 * length)),
