@@ -7,8 +7,9 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from datamodules.common import build_corpus, prepare_synthetic, train_loader
-from videochat2.data.caption_dataset import CaptionCollator, CaptionDataset
+from videochat2.data.collators import CaptionCollator
 from videochat2.data.formats import load_caption_records
+from videochat2.data.media_dataset import MediaDataset
 from videochat2.data.transforms import FrameTransform
 from videochat2.data.video import FrameSampling
 from videochat2.models.tokenizers import load_qformer_tokenizer
@@ -27,13 +28,13 @@ class CaptionDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         cfg = self.config
         self.collate = CaptionCollator(load_qformer_tokenizer(self.tokenizer_path), cfg.max_txt_len)
-        self.train_set = CaptionDataset(
+        self.train_set = MediaDataset(
             build_corpus(cfg.corpora.caption, load_caption_records),
             FrameSampling(cfg.num_frames, cfg.sample),
             FrameTransform(cfg.image_size, "train", cfg.normalization, cfg.crop_scale, cfg.hflip),
         )
         retrieval = cfg.corpora.retrieval
-        self.val_set = CaptionDataset(
+        self.val_set = MediaDataset(
             load_caption_records(retrieval.annotation, retrieval.media_root, retrieval.media_type),
             FrameSampling(cfg.num_frames, cfg.sample_test),
             FrameTransform(cfg.image_size, "test", cfg.normalization),

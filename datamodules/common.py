@@ -52,3 +52,17 @@ def train_loader(dataset: Dataset, collate, config: DictConfig, seed: int, train
         collate_fn=collate,
         persistent_workers=config.num_workers > 0,
     )
+
+
+def prepare_embedded_llm(config: DictConfig, llm: DictConfig) -> None:
+    """Pretrain the embedded tiny Llama on the synthetic text on first use (a no-op when it is there)."""
+    settings = config.get("embedded_llm")
+    if not settings or llm.preset != "tiny_llama" or llm.path is None:
+        return
+    from hydra.utils import instantiate
+
+    from videochat2.models.embedded_llm import corpus_texts, pretrain_tiny_llama
+
+    llm_config = instantiate(llm, path=None, lora=False, gradient_checkpointing=False)
+    texts = corpus_texts([f"{config.root}/annotations/{name}.json" for name in settings.corpus])
+    pretrain_tiny_llama(texts, settings.tokenizer, llm.path, llm_config, steps=settings.steps, seed=settings.seed)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from lightning.pytorch import LightningModule
 
+from videochat2.checkpoints import read_state_dict, strip_prefix
 from videochat2.eval.retrieval import retrieval_metrics
 from videochat2.models.alignment import AlignmentConfig, VideoChat2Alignment
 from videochat2.models.qformer import QFormerConfig
@@ -26,10 +27,13 @@ class AlignmentModule(LightningModule):
         qformer_tokenizer: str,
         optimizer: Callable,
         scheduler: Callable | None = None,
+        init_from: Sequence[str] = (),
     ) -> None:
         super().__init__()
         qformer = qformer_config_for_tokenizer(qformer, load_qformer_tokenizer(qformer_tokenizer))
         self.model = VideoChat2Alignment(alignment, vision, qformer)
+        for path in init_from:
+            self.model.load_state_dict(strip_prefix(read_state_dict(path), "model."))
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self._val_vision: list[torch.Tensor] = []
@@ -38,8 +42,7 @@ class AlignmentModule(LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["idx"])
         size = batch["pixel_values"].shape[0]
-        self.log_dict({f"train/{k}": v for k, v in out.items()}, batch_size=size, prog_bar=False)
-        self.log("train/loss", out["loss"], batch_size=size, prog_bar=True)
+        self.log_dict({f"train/{k}": v for k, v in out.items()}, batch_size=size)
         return out["loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

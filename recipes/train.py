@@ -21,6 +21,33 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     return str(last) if last.exists() else None
 
 
+def resolve_init_from(init_from: str | None, stage: int, run_dir: Path, run_root: Path) -> list[str]:
+    """Checkpoints to initialise from: `auto` chains the earlier stages of this run, oldest first.
+
+    Stage N loads stages 1..N-1 in order, so a component a stage did not train (the Q-Former text
+    path in stage 2) comes from the last stage that did. A sweep job looks for its earlier stages in
+    the same sweep sub-directory first, then in the plain stage directory.
+    """
+    if init_from in (None, "none"):
+        return []
+    if init_from != "auto":
+        return [str(init_from)]
+    sweep_subdir = run_dir.relative_to(run_root / f"stage{stage}")
+    found = []
+    for earlier in range(1, stage):
+        candidates = [run_root / f"stage{earlier}" / sweep_subdir, run_root / f"stage{earlier}"]
+        ckpt = next((c / "checkpoints" / "last.ckpt" for c in candidates if (c / "checkpoints" / "last.ckpt").exists()), None)
+        if ckpt is not None:
+            found.append(str(ckpt))
+        elif earlier == stage - 1:
+            raise FileNotFoundError(
+                f"stage {stage} starts from stage {earlier} of run '{run_root.name}', which has no checkpoint in "
+                f"{candidates[-1]}: run `python train.py stage={earlier} run_name={run_root.name}` first, "
+                "or pass model.init_from=none"
+            )
+    return found
+
+
 def finished_summary(run_dir: Path) -> dict | None:
     """The summary of a run that already finished in this directory, if any."""
     path = run_dir / "summary.json"
@@ -42,7 +69,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.datamodule, _recursive_=False)
     datamodule.prepare_data()
-    module = instantiate(cfg.module, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler))
+    init_from = resolve_init_from(
+        cfg.model.init_from, cfg.stage, run_dir.resolve(), (Path(cfg.paths.output_root) / cfg.run_name).resolve()
+    )
+    module = instantiate(
+        cfg.module, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler), init_from=init_from
+    )
     trainer = instantiate(
         cfg.trainer,
         callbacks=[instantiate(c) for c in cfg.callbacks.values()],

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tests.conftest import ramp_frames, write_video
-from videochat2.data.caption_dataset import CaptionDataset
 from videochat2.data.formats import AnnotationError, MediaRecord, load_caption_records
+from videochat2.data.media_dataset import MediaDataset
 from videochat2.data.mixing import MediaTypeBatchSampler
 from videochat2.data.transforms import FrameTransform
 from videochat2.data.video import FrameSampling, MediaReadError, read_media
@@ -58,9 +58,9 @@ def test_bad_media_raises_a_named_error(tmp_path, content):
 
 def test_dataset_replaces_bad_media_and_reports_it(tmp_path, ramp_video):
     records = [MediaRecord(str(tmp_path / "missing.mp4"), "video", "a"), MediaRecord(str(ramp_video), "video", "b")]
-    dataset = CaptionDataset(records, FrameSampling(4), FrameTransform(16, "test"))
+    dataset = MediaDataset(records, FrameSampling(4), FrameTransform(16, "test"))
     sample = dataset[0]
-    assert sample["caption"] == "b" and sample["idx"] == 1
+    assert sample["record"].caption == "b" and sample["idx"] == 1
     assert len(sample["skipped"]) >= 1 and "missing.mp4" in sample["skipped"][0]
 
 

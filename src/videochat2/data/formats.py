@@ -65,3 +65,37 @@ def load_caption_records(path: str | Path, media_root: str | Path, media_type: s
             raise AnnotationError(f"{path}: record {index} has no string 'caption'")
         records.append(MediaRecord(media, media_type, caption=caption))
     return records
+
+
+def _qa_turns(item: dict, path: Path, index: int) -> tuple[dict, ...]:
+    qa = item.get("QA")
+    if not isinstance(qa, list) or not qa:
+        raise AnnotationError(f"{path}: record {index} has no non-empty 'QA' list")
+    turns = []
+    for turn_index, turn in enumerate(qa):
+        if not isinstance(turn, dict) or not isinstance(turn.get("a"), str):
+            raise AnnotationError(f"{path}: record {index}, QA turn {turn_index} has no string 'a'")
+        turns.append({"i": str(turn.get("i") or ""), "q": str(turn.get("q") or ""), "a": turn["a"]})
+    return tuple(turns)
+
+
+def _bound(item: dict, path: Path, index: int) -> tuple[float | None, float | None]:
+    start, end = item.get("start"), item.get("end")
+    if start is None and end is None:
+        return None, None
+    if not isinstance(start, (int, float)) or not isinstance(end, (int, float)) or end <= start:
+        raise AnnotationError(f"{path}: record {index} has invalid clip bounds start={start!r} end={end!r}")
+    return float(start), float(end)
+
+
+def load_instruction_records(path: str | Path, media_root: str | Path, media_type: str) -> list[MediaRecord]:
+    """Read a VideoChat2 instruction file (`{"video"|"image", "QA": [{"i", "q", "a"}], "start"?, "end"?}`)."""
+    if media_type not in MEDIA_TYPES:
+        raise AnnotationError(f"{path}: media_type must be one of {MEDIA_TYPES}, got {media_type!r}")
+    path, media_root = Path(path), Path(media_root)
+    records = []
+    for index, item in enumerate(_read_list(path)):
+        media = _media_path(item, path, index, media_type, media_root)
+        start, end = _bound(item, path, index)
+        records.append(MediaRecord(media, media_type, qa=_qa_turns(item, path, index), start=start, end=end))
+    return records

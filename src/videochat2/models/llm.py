@@ -43,7 +43,10 @@ PRESETS: dict[str, LLMPreset] = {
         directory=None,
         family="llama",
         template="vicuna_v0",
-        how_to_get="built from a LlamaConfig with random weights; needs only a tokenizer directory",
+        how_to_get=(
+            "the embedded tiny Llama: built from a LlamaConfig (random weights) when `path` is unset, else the "
+            "directory the synthetic data preparation pretrains it into"
+        ),
     ),
     "vicuna7b_v0": LLMPreset(
         directory="vicuna-7b-v0",
@@ -95,7 +98,7 @@ class LLMConfig:
     """What to load and how to adapt it.
 
     `path` overrides the preset's `<pretrained_root>/<directory>`; the `preset="local"` option requires it.
-    The size fields only shape `tiny_llama`, whose weights are random. `target_modules=None` picks the
+    The size fields only shape `tiny_llama` built without a `path` (random weights). `target_modules=None` picks the
     family's targets from the original recipe (see `default_lora_targets`).
     """
 
@@ -293,7 +296,7 @@ def build_llm(
 
     The tokenizer comes from `tokenizer_dir`, else from the model directory; `tiny_llama` requires it.
     """
-    if config.preset == "tiny_llama":
+    if config.preset == "tiny_llama" and config.path is None:
         if tokenizer_dir is None:
             raise ValueError("LLM preset 'tiny_llama' needs a tokenizer directory to size its vocabulary")
         if config.quantization is not None:

@@ -1,4 +1,4 @@
-"""(media, caption) samples for stages 1-2, with unreadable media replaced and reported.
+"""Media samples (frames + their annotation record), with unreadable media replaced and reported.
 
 A sample whose media cannot be read is replaced by another sample of the same media type (batches
 stay homogeneous) and the failure travels with the batch (`skipped`), so the run can count and list
@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-import torch
 from torch.utils.data import Dataset
 
 from videochat2.data.formats import MediaRecord
@@ -18,7 +17,7 @@ from videochat2.data.transforms import FrameTransform
 from videochat2.data.video import FrameSampling, MediaReadError, read_media
 
 
-class CaptionDataset(Dataset):
+class MediaDataset(Dataset):
     def __init__(
         self,
         records: Sequence[MediaRecord],
@@ -49,42 +48,17 @@ class CaptionDataset(Dataset):
         for _ in range(self.max_retries):
             record = self.records[index]
             try:
-                frames = read_media(record.path, record.media_type, self.sampling, rng, backend=self.backend)
+                bound = (record.start, record.end) if record.start is not None else None
+                frames = read_media(record.path, record.media_type, self.sampling, rng, bound, self.backend)
             except MediaReadError as err:
                 skipped.append(str(err))
                 index = rng.choice(self._by_type[record.media_type])
                 continue
             return {
                 "pixel_values": self.transform(frames, rng),
-                "caption": record.caption,
+                "record": record,
                 "idx": index,
                 "media_type": record.media_type,
                 "skipped": skipped,
             }
         raise MediaReadError(f"{self.max_retries} unreadable samples in a row; last: {skipped[-1]}")
-
-
-class CaptionCollator:
-    """Stacks frames and tokenizes captions for the Q-Former (padded to `max_length`, as the original)."""
-
-    def __init__(self, tokenizer, max_length: int = 32) -> None:
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-
-    def __call__(self, samples: list[dict]) -> dict:
-        text = self.tokenizer(
-            [s["caption"] for s in samples],
-            padding="max_length",
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-        )
-        return {
-            "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
-            "input_ids": text["input_ids"],
-            "attention_mask": text["attention_mask"],
-            "idx": torch.tensor([s["idx"] for s in samples]),
-            "media_type": samples[0]["media_type"],
-            "captions": [s["caption"] for s in samples],
-            "skipped": [msg for s in samples for msg in s["skipped"]],
-        }

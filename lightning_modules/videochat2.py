@@ -1,0 +1,137 @@
+"""Stages 2 and 3: the LLM-connected model. Glue only: the math is in videochat2.models.videochat2."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+
+import torch
+from lightning.pytorch import LightningModule
+
+from videochat2.checkpoints import initialise, read_state_dict, strip_prefix
+from videochat2.models.llm import LLMConfig, build_llm
+from videochat2.models.qformer import QFormerConfig
+from videochat2.models.tokenizers import load_qformer_tokenizer, qformer_config_for_tokenizer
+from videochat2.models.videochat2 import VideoChat2, VideoChat2Config
+from videochat2.models.vision import VisionConfig
+from videochat2.optim import param_groups
+
+log = logging.getLogger(__name__)
+
+COMPONENTS = ("vision_encoder", "vision_layernorm", "qformer", "query_tokens", "extra_query_tokens", "llm_proj")
+# The Q-Former's text path (embeddings and text feed-forward) is unused when it reads no instruction.
+QFORMER_TEXT_PATH = re.compile(r"qformer\.bert\.(embeddings\.(word|position)_embeddings|encoder\.layer\.\d+\.(intermediate|output)\.)")
+# The base LLM comes from its own directory; these start fresh when no source has them (stage 1 -> 2).
+FROM_LLM_DIRECTORY = ("llm.",)
+ADDED_AFTER_STAGE1 = ("llm_proj.", "extra_query_tokens")
+
+
+def component_of(name: str) -> str:
+    if "lora_" in name:
+        return "lora"
+    return name.split(".")[0]
+
+
+class VideoChat2Module(LightningModule):
+    """Trains the components named in `trainable`; the LLM base is frozen in every stage.
+
+    Checkpoints keep only trainable tensors and buffers: a 7B run's checkpoint holds megabytes of
+    adapters and projections, and the frozen weights come back from `init_from` and the base paths.
+    """
+
+    stage = 2
+    strict_loading = False
+
+    def __init__(
+        self,
+        vision: VisionConfig,
+        qformer: QFormerConfig,
+        llm: LLMConfig,
+        videochat2: VideoChat2Config,
+        qformer_tokenizer: str,
+        llm_tokenizer: str | None,
+        trainable: Sequence[str],
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+        init_from: Sequence[str] = (),
+        pretrained_root: str | None = None,
+    ) -> None:
+        super().__init__()
+        qformer = qformer_config_for_tokenizer(qformer, load_qformer_tokenizer(qformer_tokenizer))
+        llm_model, self.llm_tokenizer = build_llm(llm, llm_tokenizer, pretrained_root)
+        # from_pretrained returns the LLM in eval mode; training mode turns LoRA dropout on, as the original.
+        self.model = VideoChat2(videochat2, vision, qformer, llm_model).train()
+        if init_from:
+            states = [(path, strip_prefix(read_state_dict(path), "model.")) for path in init_from]
+            added = tuple(c for c in ADDED_AFTER_STAGE1 if not any(k.startswith(c) for _, st in states for k in st))
+            self.load_report = initialise(self.model, states, allowed_missing=FROM_LLM_DIRECTORY + added)
+            log.info(self.load_report.summary())
+        else:
+            self.load_report = None
+            log.info("model.init_from=none: every component starts from its own initialisation")
+        self.set_trainable(trainable)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+
+    def set_trainable(self, trainable: Sequence[str]) -> None:
+        """Train exactly the declared components, and check that each of them has something to train."""
+        unknown = set(trainable) - set(COMPONENTS) - {"lora"}
+        if unknown:
+            raise ValueError(f"unknown trainable components {sorted(unknown)}; choose from {COMPONENTS + ('lora',)}")
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(component_of(name) in trainable)
+            if not self.model.config.qformer_text_input and QFORMER_TEXT_PATH.match(name):
+                param.requires_grad_(False)
+        counts = self.parameter_table()
+        idle = [c for c in trainable if counts.get(c, (0, 0))[0] == 0 and c != "extra_query_tokens"]
+        if idle:
+            raise ValueError(f"declared trainable but holding no trainable parameters: {idle}")
+        log.info("parameters (trainable / frozen):\n%s", "\n".join(
+            f"  {name:20s} {t:>12,d} / {f:>12,d}" for name, (t, f) in counts.items()))
+
+    def parameter_table(self) -> dict[str, tuple[int, int]]:
+        counts: dict[str, list[int]] = {}
+        for name, param in self.model.named_parameters():
+            row = counts.setdefault(component_of(name), [0, 0])
+            row[0 if param.requires_grad else 1] += param.numel()
+        return {name: (t, f) for name, (t, f) in counts.items()}
+
+    def model_inputs(self, batch: dict) -> dict:
+        keys = ("pixel_values", "input_ids_before", "input_ids_after", "labels_after",
+                "instruction_ids", "instruction_mask")
+        return {k: batch[k] for k in keys if k in batch}
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self.model(**self.model_inputs(batch))
+        self.log("train/loss", out["loss"], batch_size=batch["pixel_values"].shape[0], prog_bar=True)
+        return out["loss"]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        keep = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+        keep |= {f"model.{n}" for n, _ in self.model.named_buffers() if not n.startswith("llm.")}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def configure_optimizers(self):
+        groups = param_groups(
+            self.model.named_parameters(),
+            self.optimizer_factory.keywords.get("weight_decay", 0.0),
+            ("query_tokens", "extra_query_tokens"),
+        )
+        optimizer = self.optimizer_factory(groups)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class ConnectionModule(VideoChat2Module):
+    """Stage 2: caption loss through the frozen LLM."""
+
+    stage = 2
+
+
+class InstructionModule(VideoChat2Module):
+    """Stage 3: LoRA instruction tuning with the instruction read by the Q-Former."""
+
+    stage = 3
