@@ -75,12 +75,16 @@ class VideoChat2Module(LightningModule):
         self.scheduler_factory = scheduler
 
     def set_trainable(self, trainable: Sequence[str]) -> None:
-        """Train exactly the declared components, and check that each of them has something to train."""
-        unknown = set(trainable) - set(COMPONENTS) - {"lora"}
+        """Train exactly the declared components (plus LoRA adapters, when the LLM has them).
+
+        Each declared component must have something to train, so a typo or an empty component fails
+        at start-up rather than after hours of training the wrong thing.
+        """
+        unknown = set(trainable) - set(COMPONENTS)
         if unknown:
-            raise ValueError(f"unknown trainable components {sorted(unknown)}; choose from {COMPONENTS + ('lora',)}")
+            raise ValueError(f"unknown trainable components {sorted(unknown)}; choose from {COMPONENTS}")
         for name, param in self.model.named_parameters():
-            param.requires_grad_(component_of(name) in trainable)
+            param.requires_grad_(component_of(name) in (*trainable, "lora"))
             if not self.model.config.qformer_text_input and QFORMER_TEXT_PATH.match(name):
                 param.requires_grad_(False)
         counts = self.parameter_table()

@@ -69,3 +69,56 @@ def test_every_composed_config_resolves_except_runtime_paths():
         del cfg["hydra"]
     container = OmegaConf.to_container(cfg, resolve=True)
     assert container["module"]["_target_"]
+
+
+def ablation_jobs(name: str) -> list[list[str]]:
+    """The jobs `python train.py -m experiment=<name>` launches: its sweeper params expanded."""
+    cfg = compose_train([f"experiment={name}"])
+    params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
+    return sweep_jobs([f"experiment={name}", *params])
+
+
+def test_num_query_sweep_gives_three_jobs_in_separate_directories():
+    jobs = sweep_jobs(["stage=3", "model.num_query=32,64,96"])
+    cfgs = [compose_train(job) for job in jobs]
+    assert [c.model.num_query for c in cfgs] == [32, 64, 96]
+    assert all(c.stage == 3 for c in cfgs)
+
+
+@pytest.mark.parametrize(
+    "name, key, values",
+    [
+        ("ablation_extra_queries", "model.num_query", [32, 64, 96, 128]),
+        ("ablation_qformer_instruction", "model.qformer_text_input", [True, False]),
+        ("ablation_frames", "data.num_frames", [4, 8, 16]),
+        ("ablation_lora", "model.llm.lora", [True, False]),
+        ("ablation_frozen_encoders", "model.trainable", [
+            ["vision_encoder", "vision_layernorm", "qformer", "query_tokens", "extra_query_tokens", "llm_proj"],
+            ["query_tokens", "extra_query_tokens", "llm_proj"],
+        ]),
+    ],
+)
+def test_ablation_sweeps(name, key, values):
+    cfgs = [compose_train(job) for job in ablation_jobs(name)]
+    swept = [OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(c, key)}))["v"] for c in cfgs]
+    assert swept == values
+    assert all(c.stage == 3 for c in cfgs)
+
+
+@pytest.mark.parametrize("family", ["vicuna7b", "mistral7b", "phi3"])
+@pytest.mark.parametrize("stage", [2, 3])
+def test_paper_recipes_compose(family, stage):
+    cfg = compose_train([f"experiment=videochat2_{family}_stage{stage}", "paths.pretrained=/data/ckpt"])
+    assert cfg.stage == stage
+    assert cfg.model.vision_encoder.embed_dim == 1024 and cfg.model.qformer.hidden_size == 768
+    assert cfg.model.qformer_tokenizer == "/data/ckpt/bert-base-uncased"
+    assert cfg.model.llm.lora == (stage == 3)
+    assert cfg.precision == "bf16-mixed"
+
+
+def test_slurm_command_line_composes():
+    overrides = ["hydra/launcher=slurm", "stage=3", "trainer=ddp", "trainer.devices=8", "trainer.num_nodes=4"]
+    cfg = compose_train(overrides)
+    launcher = cfg.hydra.launcher
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (4, 8, 8)
+    assert cfg.trainer.strategy._target_.endswith("DDPStrategy")
