@@ -16,10 +16,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from videochat2.data.frame_indices import clip_bounds, fps_indices, parse_sample, segment_indices
+from videochat2.data.frame_indices import (
+    clip_bounds,
+    fps_indices,
+    official_mvbench_indices,
+    parse_sample,
+    segment_indices,
+)
 
 FRAME_FOLDER_FPS = 3.0
 GIF_FPS = 25.0
+# The official MVBench evaluator's index rule (frame_indices.official_mvbench_indices).
+MVBENCH_SAMPLE = "mvbench"
 
 
 class MediaReadError(RuntimeError):
@@ -28,19 +36,32 @@ class MediaReadError(RuntimeError):
 
 @dataclass(frozen=True)
 class FrameSampling:
-    """How many frames to take and how: `rand` | `middle` | `fps<X>` (see frame_indices)."""
+    """How many frames to take and how: `rand` | `middle` | `fps<X>` | `mvbench` (see frame_indices)."""
 
     num_frames: int
     sample: str = "middle"
     max_num_frames: int = -1
 
     def __post_init__(self) -> None:
-        parse_sample(self.sample)
+        if self.sample != MVBENCH_SAMPLE:
+            parse_sample(self.sample)
 
     def indices(
-        self, vlen: int, fps: float, rng: random.Random | None = None, bound: tuple[float, float] | None = None
+        self,
+        vlen: int,
+        fps: float,
+        rng: random.Random | None = None,
+        bound: tuple[float, float] | None = None,
+        first_idx: int = 0,
     ) -> list[int]:
-        """Indices into the whole video; a `bound` (seconds) restricts them to that window."""
+        """0-based indices into the whole video; a `bound` (seconds) restricts them to that window.
+
+        `first_idx` only matters for the `mvbench` rule, which numbers frame folders from 1 (and so
+        rounds their bounds differently); the result is shifted back to 0-based positions.
+        """
+        if self.sample == MVBENCH_SAMPLE:
+            official = official_mvbench_indices(self.num_frames, fps, vlen - 1 + first_idx, first_idx, bound)
+            return [min(max(i - first_idx, 0), vlen - 1) for i in official]
         offset, length = clip_bounds(bound[0], bound[1], fps, vlen) if bound else (0, vlen)
         spec = parse_sample(self.sample)
         if spec.kind == "fps":
@@ -115,12 +136,12 @@ def _rgb(image: Image.Image) -> np.ndarray:
 def read_frame_folder(
     path: str | Path, sampling: FrameSampling, rng: random.Random | None = None, bound=None, fps: float = FRAME_FOLDER_FPS
 ) -> torch.Tensor:
-    """A folder of JPEG frames (`00001.jpg`, ...) taken at `fps`."""
+    """A folder of JPEG frames (`00001.jpg`, ...) taken at `fps`; frame k is file number k + 1."""
     path = Path(path)
     files = sorted(path.glob("*.jpg")) if path.is_dir() else []
     if not files:
         raise MediaReadError(f"{path}: no frames (expected a folder of 00001.jpg, ...)")
-    indices = [min(i, len(files) - 1) for i in sampling.indices(len(files), fps, rng, bound)]
+    indices = [min(i, len(files) - 1) for i in sampling.indices(len(files), fps, rng, bound, first_idx=1)]
     try:
         return torch.from_numpy(np.stack([_rgb(Image.open(files[i])) for i in indices]))
     except OSError as err:

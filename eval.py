@@ -1,0 +1,19 @@
+"""Evaluate: `python eval.py [benchmark=synthetic|mvbench|retrieval] [overrides]` (see conf/eval.yaml)."""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from recipes.cli import quote_stage_overrides
+from recipes.evaluate import evaluate
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> float | None:
+    return evaluate(cfg).get("avg")
+
+
+if __name__ == "__main__":
+    sys.argv = quote_stage_overrides(sys.argv)
+    main()

@@ -1,0 +1,222 @@
+"""The evaluation recipe: what `python eval.py` does, top to bottom.
+
+MVBench-format benchmarks: load the model, decide frames and pixels, answer every question not yet in
+predictions.jsonl, then score, tabulate and plot the whole set. Retrieval: encode the caption corpus
+with the stage-1 model and report similarity-only and re-ranked recalls.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from recipes.train import resolve_init_from
+from videochat2.data.formats import load_caption_records
+from videochat2.data.transforms import FrameTransform
+from videochat2.eval.answerers import build_answerer
+from videochat2.eval.mvbench import aggregate, format_table, load_questions, plot_results, write_results
+from videochat2.eval.mvbench_data import FrameCache, FrameSpec, MVBenchCollator, MVBenchDataset
+from videochat2.eval.mvbench_run import answer_questions, missing_media, pending_questions, question_loader, run_records
+from videochat2.eval.retrieval_run import ClipDataset, build_corpus, evaluate_retrieval
+from videochat2.models.tokenizers import load_qformer_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelSource:
+    """The module config to build, the checkpoints to load, and the run's data settings if known."""
+
+    module: DictConfig
+    init_from: list[str]
+    trained_data: DictConfig | None
+
+
+def latest_stage_dir(run_root: Path, stage: int) -> Path:
+    """The stage directory of the run; within a sweep, the one with the newest checkpoint."""
+    plain = run_root / f"stage{stage}"
+    if (plain / "checkpoints" / "last.ckpt").is_file():
+        return plain
+    found = sorted(plain.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(
+            f"run '{run_root.name}' has no stage-{stage} checkpoint under {plain}: train it first "
+            f"(`python train.py stage={stage} run_name={run_root.name}`) or pass model.init_from=<checkpoint>"
+        )
+    return found[-1].parent.parent
+
+
+def model_source(cfg: DictConfig, stage: int) -> ModelSource:
+    """`auto`: the run's own stage result, built from its saved config; else the composed model."""
+    if cfg.model.init_from != "auto":
+        paths = cfg.model.init_from
+        init_from = [str(p) for p in paths] if OmegaConf.is_list(paths) else resolve_init_from(paths, stage, Path(), Path())
+        return ModelSource(cfg.module, init_from, None)
+    run_root = (Path(cfg.paths.output_root) / cfg.run_name).resolve()
+    stage_dir = latest_stage_dir(run_root, stage)
+    trained = OmegaConf.load(stage_dir / "config.yaml")
+    init_from = resolve_init_from("auto", stage, stage_dir, run_root) + [str(stage_dir / "checkpoints" / "last.ckpt")]
+    return ModelSource(trained.module, init_from, trained.data)
+
+
+def frame_spec(cfg: DictConfig, trained_data: DictConfig | None) -> FrameSpec:
+    """Frames and pixels: a `data.*` value > the training value (where followed) > the benchmark's."""
+    bench = cfg.benchmark
+    follow = trained_data if bench.follow_training and trained_data is not None else {}
+
+    def pick(key: str):
+        return next(v for v in (cfg.data[key], follow.get(key), bench[key]) if v is not None)
+
+    normalization = cfg.data.normalization or ("clip" if bench.transform == "official" else pick("normalization"))
+    return FrameSpec(int(pick("num_frames")), int(pick("image_size")), bench.transform, normalization)
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """outputs/<run_name>/eval/<benchmark>[-<tag>], the tag naming what differs from a plain run."""
+    tag = cfg.eval.tag
+    if tag is None:
+        parts = [cfg.eval.answerer if cfg.eval.answerer != "letter_logits" else None,
+                 "blind" if cfg.eval.blind else None,
+                 f"{cfg.data.num_frames}f" if cfg.data.num_frames is not None else None,
+                 f"{cfg.data.image_size}px" if cfg.data.image_size is not None else None,
+                 "official" if cfg.benchmark.transform == "official" else None]
+        tag = "-".join(p for p in parts if p) or None
+    name = cfg.benchmark.name + (f"-{tag}" if tag else "")
+    return Path(cfg.paths.output_root) / cfg.run_name / "eval" / name
+
+
+def build_module(source: ModelSource, spec: FrameSpec, cfg: DictConfig):
+    """Instantiate the LightningModule with its checkpoints loaded; only its `model` is used."""
+    if source.trained_data is None:
+        cfg.data.num_frames, cfg.data.image_size, cfg.data.normalization = (
+            spec.num_frames, spec.image_size, spec.normalization)
+    module = instantiate(source.module, optimizer=None, scheduler=None, init_from=source.init_from)
+    return module.eval()
+
+
+def prompt_family(cfg: DictConfig, module_cfg: DictConfig) -> str:
+    """The MVBench prompt of the LLM's conversation template unless eval.prompt names one."""
+    return cfg.eval.prompt or instantiate(module_cfg.llm).conversation_template
+
+
+def fingerprint(paths: list[str]) -> list[list]:
+    """Each checkpoint with its size and mtime, so retrained weights make old predictions stale."""
+    return [[p, Path(p).stat().st_size, Path(p).stat().st_mtime_ns] if Path(p).exists() else [p] for p in paths]
+
+
+def start_or_resume(out_dir: Path, settings: dict) -> None:
+    """Keep predictions.jsonl only if it was made with the same settings; otherwise set it aside."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings_path, predictions = out_dir / "settings.json", out_dir / "predictions.jsonl"
+    previous = json.loads(settings_path.read_text()) if settings_path.is_file() else None
+    if predictions.is_file() and previous != settings:
+        stale = predictions.with_suffix(".jsonl.stale")
+        predictions.replace(stale)
+        log.warning("settings or checkpoints changed since %s was written; moved it to %s", predictions, stale)
+    settings_path.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def select_questions(cfg: DictConfig) -> list:
+    questions = load_questions(cfg.benchmark.root, list(cfg.eval.tasks) if cfg.eval.tasks else None)
+    if cfg.eval.limit is None:
+        return questions
+    return [q for q in questions if q.index < cfg.eval.limit]
+
+
+def check_media(questions: list, strict: bool) -> None:
+    """strict: stop with every missing path; otherwise warn (they are scored wrong and counted)."""
+    missing = missing_media(questions)
+    if missing and strict:
+        listing = "\n  ".join(missing)
+        raise FileNotFoundError(f"{len(missing)} media paths are missing (benchmark.strict_media=true):\n  {listing}")
+    if missing:
+        log.warning("%d media paths are missing; their questions are scored wrong and counted per task", len(missing))
+
+
+def evaluate_mvbench(cfg: DictConfig) -> dict:
+    questions = select_questions(cfg)
+    check_media(questions, cfg.benchmark.strict_media)
+    source = model_source(cfg, 3)
+    spec = frame_spec(cfg, source.trained_data)
+    module = build_module(source, spec, cfg)
+    family = prompt_family(cfg, source.module)
+    settings = {
+        "benchmark": cfg.benchmark.name, "root": str(cfg.benchmark.root), "frames": spec.num_frames,
+        "size": spec.image_size, "transform": spec.mode, "normalisation": spec.normalization,
+        "prompt_family": family, "answerer": cfg.eval.answerer, "blind": cfg.eval.blind,
+        "max_new_tokens": cfg.eval.max_new_tokens if cfg.eval.answerer == "generate" else None,
+        "checkpoint": source.init_from[-1] if source.init_from else None, "init_from": fingerprint(source.init_from),
+    }
+    out_dir = output_dir(cfg)
+    start_or_resume(out_dir, settings)
+    predictions = out_dir / "predictions.jsonl"
+    todo = pending_questions(questions, predictions)
+    log.info("%d questions, %d already answered in %s", len(questions), len(questions) - len(todo), predictions)
+    if todo:
+        answer_pending(cfg, module, source, spec, family, todo, predictions)
+    results = aggregate(run_records(questions, predictions), settings)
+    write_results(results, out_dir / "results.json")
+    plot_results(results, out_dir / "results.png")
+    print(format_table(results))
+    log.info("results in %s", out_dir)
+    return results
+
+
+def answer_pending(
+    cfg: DictConfig, module, source: ModelSource, spec: FrameSpec, family: str, todo: list, predictions: Path
+) -> None:
+    """Answer `todo` in batches, appending to predictions.jsonl as they come."""
+    model = module.model
+    uses_instruction = model.config.qformer_text_input
+    qformer_tokenizer = load_qformer_tokenizer(source.module.qformer_tokenizer) if uses_instruction else None
+    collate = MVBenchCollator(module.llm_tokenizer, qformer_tokenizer, family)
+    cache = FrameCache(cfg.eval.cache_dir)
+    dataset = MVBenchDataset(todo, spec, cache, blind=cfg.eval.blind)
+    loader = question_loader(dataset, collate, cfg.eval.batch_size, cfg.eval.num_workers)
+    answerer = build_answerer(cfg.eval.answerer, model, module.llm_tokenizer, family, cfg.eval.max_new_tokens)
+    written = answer_questions(loader, answerer, cfg.eval.answerer, predictions)
+    log.info("answered %d questions", written)
+
+
+def evaluate_retrieval_benchmark(cfg: DictConfig) -> dict:
+    source = model_source(cfg, 1)
+    spec = frame_spec(cfg, source.trained_data)
+    module = build_module(source, spec, cfg)
+    corpus_cfg = cfg.benchmark.corpus
+    corpus = build_corpus(load_caption_records(corpus_cfg.annotation, corpus_cfg.media_root, corpus_cfg.media_type))
+    clips = ClipDataset(corpus.media, spec.num_frames, FrameTransform(spec.image_size, spec.mode, spec.normalization))
+    loader = torch.utils.data.DataLoader(clips, batch_size=cfg.eval.batch_size, num_workers=cfg.eval.num_workers)
+    tokenizer = load_qformer_tokenizer(source.module.qformer_tokenizer)
+    metrics = evaluate_retrieval(module.model, tokenizer, corpus, loader, cfg.benchmark.max_txt_len, cfg.eval.k_test)
+    settings = {"frames": spec.num_frames, "size": spec.image_size, "transform": spec.mode,
+                "normalisation": spec.normalization, "k_test": cfg.eval.k_test,
+                "checkpoint": source.init_from[-1] if source.init_from else None}
+    results = {"n_videos": len(corpus.media), "n_texts": len(corpus.texts), **metrics, "settings": settings}
+    out_dir = output_dir(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_results(results, out_dir / "results.json")
+    print(format_retrieval(metrics))
+    return results
+
+
+def format_retrieval(metrics: dict[str, dict[str, float]]) -> str:
+    keys = ["r1_t2v", "r5_t2v", "r10_t2v", "r1_v2t", "r5_v2t", "r10_v2t", "r_mean"]
+    lines = [f"{'scores':<8}" + "".join(f"{k:>9}" for k in keys)]
+    lines += [f"{name:<8}" + "".join(f"{values[k]:>9.2f}" for k in keys) for name, values in metrics.items()]
+    return "\n".join(lines)
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Run the configured benchmark; returns its results dict."""
+    torch.manual_seed(cfg.seed)
+    if cfg.benchmark.kind == "retrieval":
+        return evaluate_retrieval_benchmark(cfg)
+    if cfg.benchmark.kind != "mvbench":
+        raise ValueError(f"benchmark.kind must be mvbench or retrieval, got {cfg.benchmark.kind!r}")
+    return evaluate_mvbench(cfg)

@@ -1,0 +1,92 @@
+"""Answer MVBench questions into predictions.jsonl, resumably, and read the run back in question order.
+
+Every question ends up with exactly one record: answered by the model, or scored wrong with
+`missing_media` when its clip could not be read (the official denominator stays whole). Records are
+written one flushed line at a time, so an interrupted run loses at most the batch in flight and a
+re-run answers only what is left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from torch.utils.data import DataLoader, Dataset
+
+from videochat2.eval.answerers import Answer
+from videochat2.eval.mvbench_tasks import MVBenchQuestion
+from videochat2.eval.results import PredictionLog, load_predictions
+from videochat2.eval.scoring import score_prediction
+
+Answerer = Callable[[dict], list[Answer]]
+
+
+def question_key(question: MVBenchQuestion) -> tuple[str, int]:
+    return question.task, question.index
+
+
+def pending_questions(questions: Sequence[MVBenchQuestion], predictions: str | Path) -> list[MVBenchQuestion]:
+    """The questions predictions.jsonl does not answer yet."""
+    done = set(load_predictions(predictions))
+    return [q for q in questions if question_key(q) not in done]
+
+
+def missing_media(questions: Iterable[MVBenchQuestion]) -> list[str]:
+    """Media paths that do not exist (a frame folder must hold at least one file)."""
+    missing = set()
+    for question in questions:
+        path = question.video
+        if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+            missing.add(str(path))
+    return sorted(missing)
+
+
+def question_loader(dataset: Dataset, collate: Callable, batch_size: int, num_workers: int) -> DataLoader:
+    """Batches in question order; workers decode clips in parallel."""
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
+        persistent_workers=False,
+    )
+
+
+def answer_batch(batch: dict, answerer: Answerer, answerer_name: str) -> list[dict]:
+    """Scored records of one batch; questions without media skip the model and are scored wrong."""
+    readable = [i for i, error in enumerate(batch["errors"]) if error is None]
+    answers = dict(zip(readable, answerer(select(batch, readable)) if readable else []))
+    records = []
+    for i, (question, error) in enumerate(zip(batch["questions"], batch["errors"])):
+        answer = answers.get(i)
+        record = score_prediction(question, answer.prediction if answer else None, missing_media=error is not None)
+        record |= {"answerer": answerer_name, "media_error": error} | (answer.extra if answer else {})
+        records.append(record)
+    return records
+
+
+def select(batch: dict, rows: list[int]) -> dict:
+    """The sub-batch of `rows` (all rows: the batch itself)."""
+    if len(rows) == len(batch["questions"]):
+        return batch
+    picked = {}
+    for key, value in batch.items():
+        picked[key] = value[rows] if hasattr(value, "index_select") else [value[i] for i in rows]
+    return picked
+
+
+def answer_questions(loader: Iterable[dict], answerer: Answerer, answerer_name: str, predictions: str | Path) -> int:
+    """Append one record per question of `loader` to predictions.jsonl; returns how many were written."""
+    written = 0
+    with PredictionLog(predictions) as log:
+        for batch in loader:
+            for record in answer_batch(batch, answerer, answerer_name):
+                log.write(record)
+                written += 1
+    return written
+
+
+def run_records(questions: Sequence[MVBenchQuestion], predictions: str | Path) -> list[dict]:
+    """The records of `questions`, in question order (other questions in the file are ignored)."""
+    recorded = load_predictions(predictions)
+    missing = [question_key(q) for q in questions if question_key(q) not in recorded]
+    if missing:
+        raise RuntimeError(f"{len(missing)} questions have no prediction in {predictions}, e.g. {missing[:3]}")
+    return [recorded[question_key(q)] for q in questions]
