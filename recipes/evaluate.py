@@ -92,12 +92,17 @@ def output_dir(cfg: DictConfig) -> Path:
 
 
 def build_module(source: ModelSource, spec: FrameSpec, cfg: DictConfig):
-    """Instantiate the LightningModule with its checkpoints loaded; only its `model` is used."""
+    """Instantiate the LightningModule with its checkpoints loaded; only its `model` is used.
+
+    Nothing trains here, so a stage-2/3 module is built with no trainable components: a saved run config
+    whose component names an older version accepted still loads.
+    """
     if source.trained_data is None:
         cfg.data.num_frames, cfg.data.image_size, cfg.data.normalization = (
             spec.num_frames, spec.image_size, spec.normalization)
-    module = instantiate(source.module, optimizer=None, scheduler=None, init_from=source.init_from)
-    return module.eval()
+    frozen = {"trainable": []} if "trainable" in source.module else {}
+    module = instantiate(source.module, optimizer=None, scheduler=None, init_from=source.init_from, **frozen)
+    return module.eval().requires_grad_(False)
 
 
 def prompt_family(cfg: DictConfig, module_cfg: DictConfig) -> str:

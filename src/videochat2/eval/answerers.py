@@ -116,13 +116,18 @@ class GenerateAnswerer:
         return [self._answer(row) for row in new_tokens]
 
     def _answer(self, tokens: torch.Tensor) -> Answer:
-        """Text up to the first end-of-sequence; padding after it belongs to other samples' lengths."""
+        """Text up to the first end-of-sequence; padding after it belongs to other samples' lengths.
+
+        The first generated token is kept too: the official post-processing keeps only the text after
+        the last `Assistant:`, so the scored letter can differ from the one the model emitted first.
+        """
         ids = tokens.tolist()
         eos = self.tokenizer.eos_token_id
         if eos in ids:
             ids = ids[: ids.index(eos)]
         decoded = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return Answer(prediction=extract_answer(decoded, self.family), extra={"output": decoded})
+        first = self.tokenizer.convert_ids_to_tokens(ids[0]) if ids else None
+        return Answer(prediction=extract_answer(decoded, self.family), extra={"output": decoded, "first_token": first})
 
 
 def build_answerer(

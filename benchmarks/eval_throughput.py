@@ -1,0 +1,112 @@
+"""MVBench questions/s: the batched letter-logit path versus the official per-question generate loop.
+
+Both run in one process on the same trained model, questions and pixels:
+- fast: DataLoader workers decode into a fresh (cold) frame cache, batches are left-padded, one forward
+  pass reads the option-letter logits;
+- official: one question at a time, decoded on the fly, greedy generation of up to 100 tokens.
+`agreement` compares the letters both protocols score. It is only meaningful where greedy's first token
+is a letter, so it is also reported on that subset, and against greedy's first generated token itself:
+the official post-processing keeps only the text after the last `Assistant:`, so a model that rambles
+on into a new turn gets scored on a later letter than the one it answered first. The last line is a
+JSON object.
+
+    python benchmarks/eval_throughput.py --run s1a --per-task 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from recipes.cli import quote_stage_overrides
+from recipes.evaluate import build_module, frame_spec, model_source, prompt_family, select_questions
+from videochat2.eval.answerers import GenerateAnswerer, LetterLogitsAnswerer
+from videochat2.eval.mvbench_data import FrameCache, MVBenchCollator, MVBenchDataset
+from videochat2.eval.mvbench_run import question_loader
+from videochat2.eval.scoring import parse_letter
+from videochat2.models.tokenizers import load_qformer_tokenizer
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", default="default", help="run_name whose stage-3 result is measured")
+    parser.add_argument("--per-task", type=int, default=5, help="questions per task")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", help="further eval.py overrides, e.g. paths.output_root=...")
+    return parser.parse_args()
+
+
+def load(args: argparse.Namespace):
+    overrides = [f"run_name={args.run}", f"eval.limit={args.per_task}", *args.overrides]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("eval", overrides=quote_stage_overrides(overrides))
+    source = model_source(cfg, 3)
+    spec = frame_spec(cfg, source.trained_data)
+    module = build_module(source, spec, cfg)
+    family = prompt_family(cfg, source.module)
+    qformer = load_qformer_tokenizer(source.module.qformer_tokenizer) if module.model.config.qformer_text_input else None
+    return cfg, spec, module, MVBenchCollator(module.llm_tokenizer, qformer, family), family
+
+
+def fast_path(dataset: MVBenchDataset, collate, answerer, args) -> tuple[list, float]:
+    start = time.perf_counter()
+    answers = []
+    for batch in question_loader(dataset, collate, args.batch_size, args.workers):
+        answers.extend(answerer(batch))
+    return answers, time.perf_counter() - start
+
+
+def official_loop(dataset: MVBenchDataset, collate, answerer) -> tuple[list, float]:
+    start = time.perf_counter()
+    answers = [answerer(collate([dataset[i]]))[0] for i in range(len(dataset))]
+    return answers, time.perf_counter() - start
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_grad_enabled(False)
+    cfg, spec, module, collate, family = load(args)
+    questions = select_questions(cfg)
+    tokenizer = module.llm_tokenizer
+    with tempfile.TemporaryDirectory() as cache_dir:
+        fast_set = MVBenchDataset(questions, spec, FrameCache(cache_dir))
+        fast, fast_s = fast_path(fast_set, collate, LetterLogitsAnswerer(module.model, tokenizer), args)
+    slow_set = MVBenchDataset(questions, spec, FrameCache(None))
+    slow, slow_s = official_loop(slow_set, collate, GenerateAnswerer(module.model, tokenizer, family))
+    fast_letters = [parse_letter(a.prediction, len(q.candidates)) for a, q in zip(fast, questions)]
+    slow_letters = [parse_letter(a.prediction, len(q.candidates)) for a, q in zip(slow, questions)]
+    agree = [f == s for f, s in zip(fast_letters, slow_letters)]
+    letter_first = [a.extra["argmax_is_letter"] for a in fast]
+    agree_letter_first = [ok for ok, first in zip(agree, letter_first) if first]
+    agree_first_token = [f == s.extra["first_token"] for f, s in zip(fast_letters, slow)]
+    n = len(questions)
+    result = {
+        "questions": n,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "letter_logits_qps": round(n / fast_s, 3),
+        "generate_qps": round(n / slow_s, 3),
+        "ratio": round(slow_s / fast_s, 2),
+        "agreement": round(sum(agree) / n, 4),
+        "greedy_first_token_is_letter": round(sum(letter_first) / n, 4),
+        "agreement_where_first_token_is_letter": (
+            round(sum(agree_letter_first) / len(agree_letter_first), 4) if agree_letter_first else None
+        ),
+        "agreement_with_first_generated_token": round(sum(agree_first_token) / n, 4),
+        "generate_unparsed": sum(s is None for s in slow_letters),
+    }
+    print(f"letter_logits: {n} questions in {fast_s:.1f} s; generate: {slow_s:.1f} s")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""`python eval.py` composes as documented and runs end to end on a tiny model trained in the test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from recipes.cli import quote_stage_overrides
+from recipes.evaluate import evaluate, output_dir
+from videochat2.data.synthetic import build
+
+REPO = Path(__file__).resolve().parents[1]
+SYNTHETIC = {"train_videos": 40, "images": 10, "test_per_task": 4, "retrieval_videos": 10}
+TASK_KEYS = {"n", "correct", "acc", "acc_strict", "chance", "missing_media", "unparsed"}
+
+
+def compose_eval(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("eval", overrides=quote_stage_overrides(overrides))
+
+
+def test_default_eval_is_the_stage3_model_on_the_synthetic_benchmark():
+    cfg = compose_eval([])
+    assert cfg.stage == 3 and cfg.module._target_ == "lightning_modules.InstructionModule"
+    assert cfg.benchmark.name == "synthetic" and cfg.benchmark.root == "data/synthetic/mvbench"
+    assert cfg.eval.answerer == "letter_logits" and cfg.model.init_from == "auto"
+    assert str(output_dir(cfg)) == "outputs/default/eval/synthetic"
+
+
+def test_documented_eval_command_lines_compose():
+    cfg = compose_eval(["benchmark=mvbench", "benchmark.root=/data/MVBench", "model.init_from=/ckpt/videochat2.pth"])
+    assert cfg.benchmark.root == "/data/MVBench" and cfg.benchmark.num_frames == 16
+    cfg = compose_eval(["benchmark=retrieval"])
+    assert cfg.stage == 1 and cfg.module._target_ == "lightning_modules.AlignmentModule"
+    cfg = compose_eval(["eval.answerer=generate", "eval.blind=true", "data.num_frames=1", "benchmark.transform=official"])
+    assert str(output_dir(cfg)) == "outputs/default/eval/synthetic-generate-blind-1f-official"
+    assert compose_eval(["eval.tag=abl", "run_name=r"]).run_name == "r"
+    assert str(output_dir(compose_eval(["eval.tag=abl"]))) == "outputs/default/eval/synthetic-abl"
+
+
+def run_cli(script: str, args: list[str]) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, script, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """Three training stages of a few steps on a small synthetic set (the commands the README gives)."""
+    tmp = tmp_path_factory.mktemp("run")
+    build(tmp / "data" / "synthetic", **SYNTHETIC)
+    common = [f"paths.data_dir={tmp / 'data'}", f"paths.output_root={tmp / 'out'}", "run_name=tiny",
+              "trainer.max_steps=2", "data.num_workers=0", "data.batch_size=4", "data.embedded_llm.steps=5",
+              "callbacks.model_checkpoint.every_n_train_steps=2", "trainer.enable_progress_bar=false"]
+    common += [f"++data.synthetic.{k}={v}" for k, v in SYNTHETIC.items()]
+    for stage in (1, 2, 3):
+        run_cli("train.py", [f"stage={stage}", *common])
+    return {"data": tmp / "data", "out": tmp / "out"}
+
+
+@pytest.mark.slow
+def test_eval_runs_end_to_end_and_resumes(trained):
+    paths = [f"paths.data_dir={trained['data']}", f"paths.output_root={trained['out']}", "run_name=tiny"]
+    printed = run_cli("eval.py", [*paths, "eval.num_workers=1"]).stdout
+    out = trained["out"] / "tiny" / "eval" / "synthetic"
+    results = json.loads((out / "results.json").read_text())
+    assert results["n"] == 36 and len(results["tasks"]) == 9 and "Avg (total-weighted)" in printed
+    assert {"avg", "avg_strict", "macro_avg"} <= results.keys()
+    assert all(TASK_KEYS <= t.keys() for t in results["tasks"].values())
+    assert results["settings"]["frames"] == 8 and results["settings"]["size"] == 64
+    assert results["settings"]["normalisation"] == "imagenet" and results["settings"]["answerer"] == "letter_logits"
+    assert results["settings"]["checkpoint"].endswith("stage3/checkpoints/last.ckpt")
+    assert (out / "results.png").stat().st_size > 0
+    lines = (out / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 36 and all("argmax_is_letter" in json.loads(line) for line in lines)
+
+    again = evaluate(compose_eval([*paths, "eval.num_workers=0"]))
+    assert (out / "predictions.jsonl").read_text().splitlines() == lines
+    assert again["avg"] == results["avg"]
+
+
+@pytest.mark.slow
+def test_blind_and_single_frame_baselines_get_their_own_folders(trained):
+    paths = [f"paths.data_dir={trained['data']}", f"paths.output_root={trained['out']}", "run_name=tiny",
+             "eval.num_workers=0", "eval.tasks=[MD,AS]"]
+    blind = evaluate(compose_eval([*paths, "eval.blind=true"]))
+    single = evaluate(compose_eval([*paths, "data.num_frames=1"]))
+    assert blind["n"] == single["n"] == 8 and blind["settings"]["blind"] and single["settings"]["frames"] == 1
+    assert (trained["out"] / "tiny" / "eval" / "synthetic-blind" / "results.json").is_file()
+    assert (trained["out"] / "tiny" / "eval" / "synthetic-1f" / "results.json").is_file()
+
+
+@pytest.mark.slow
+def test_retrieval_reports_similarity_and_reranked_recalls(trained):
+    paths = [f"paths.data_dir={trained['data']}", f"paths.output_root={trained['out']}", "run_name=tiny",
+             "eval.num_workers=0", "eval.k_test=3"]
+    results = evaluate(compose_eval(["benchmark=retrieval", *paths]))
+    assert results["n_videos"] == results["n_texts"] == 10
+    for scores in ("itc", "itm"):
+        assert {"r1_t2v", "r5_t2v", "r10_t2v", "r1_v2t", "r5_v2t", "r10_v2t", "r_mean"} <= results[scores].keys()
+        assert results[scores]["r10_t2v"] == 100.0
+    saved = json.loads((trained["out"] / "tiny" / "eval" / "retrieval" / "results.json").read_text())
+    assert saved["settings"]["frames"] == 4 and saved["settings"]["k_test"] == 3
