@@ -1,0 +1,132 @@
+"""The documented training commands, run for real on a small synthetic set (a few steps each)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from videochat2.checkpoints import read_state_dict
+from videochat2.data.synthetic import build
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"train_videos": 40, "images": 10, "test_per_task": 4, "retrieval_videos": 10}
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory) -> dict[str, Path]:
+    data_dir = tmp_path_factory.mktemp("data")
+    build(data_dir / "synthetic", **SMALL)
+    return {"data": data_dir, "out": tmp_path_factory.mktemp("outputs")}
+
+
+def overrides(dirs: dict[str, Path], run: str = "t", steps: int = 3) -> list[str]:
+    small = [f"data.synthetic.{k}={v}" for k, v in SMALL.items()]
+    return [
+        f"paths.data_dir={dirs['data']}", f"paths.output_root={dirs['out']}", f"run_name={run}",
+        f"trainer.max_steps={steps}", "data.num_workers=0", "data.batch_size=4", "data.embedded_llm.steps=5",
+        "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", *small,
+    ]
+
+
+def train(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"train.py {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return result
+
+
+def losses(run_dir: Path) -> list[float]:
+    import csv
+
+    with open(run_dir / "metrics.csv") as f:
+        return [float(row["train/loss"]) for row in csv.DictReader(f) if row.get("train/loss")]
+
+
+@pytest.fixture(scope="module")
+def chained_run(dirs) -> Path:
+    """Stages 1 -> 2 -> 3 of one run, three steps each."""
+    train(*overrides(dirs))
+    train("stage=2", "model.num_query=64", *overrides(dirs))
+    train("stage=3", *overrides(dirs))
+    return dirs["out"] / "t"
+
+
+def test_stage1_leaves_the_documented_run_directory(chained_run):
+    run_dir = chained_run / "stage1"
+    for name in ("config.yaml", "checkpoints/last.ckpt", "metrics.csv", "summary.json"):
+        assert (run_dir / name).is_file(), name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["finished"] and summary["steps"] == 3
+    for key in ("wall_time_s", "samples_per_s", "peak_memory_mb", "skipped_media"):
+        assert key in summary
+    assert {"train/loss", "train/loss_vtc", "train/loss_vtm", "train/loss_vtg"} <= set(summary["metrics"])
+    assert "val/r1_t2v" in summary["metrics"]
+    assert len(losses(run_dir)) == 3
+
+
+def test_a_finished_run_is_not_trained_again(dirs, chained_run):
+    before = (chained_run / "stage1" / "summary.json").read_text()
+    result = train(*overrides(dirs))
+    assert "already finished" in result.stdout + result.stderr
+    assert (chained_run / "stage1" / "summary.json").read_text() == before
+
+
+def test_stage_checkpoints_hold_only_trainable_tensors(chained_run):
+    stage2 = read_state_dict(chained_run / "stage2" / "checkpoints" / "last.ckpt")
+    stage3 = read_state_dict(chained_run / "stage3" / "checkpoints" / "last.ckpt")
+    assert not [k for k in stage2 if k.startswith("model.llm.")]
+    assert stage2["model.extra_query_tokens"].shape[1] == 64 - 32
+    assert not [k for k in stage3 if k.startswith("model.llm.") and "lora_" not in k]
+    assert [k for k in stage3 if "lora_A" in k]
+    # Stage 2 reads no instruction, so the Q-Former text path is frozen and left out.
+    assert "model.qformer.bert.embeddings.word_embeddings.weight" not in stage2
+    assert "model.qformer.bert.embeddings.word_embeddings.weight" in stage3
+
+
+def test_stage3_training_keeps_the_base_llm_bitwise(chained_run):
+    """Two stage-3 steps in-process: LoRA moves, every base LLM weight stays bit for bit."""
+    from hydra.utils import instantiate
+    from lightning.pytorch import Trainer
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(chained_run / "stage3" / "config.yaml")
+    init = [str(chained_run / f"stage{k}" / "checkpoints" / "last.ckpt") for k in (1, 2)]
+    module = instantiate(cfg.module, optimizer=instantiate(cfg.optimizer), scheduler=None, init_from=init)
+    before = {k: v.clone() for k, v in module.model.llm.state_dict().items()}
+    datamodule = instantiate(cfg.datamodule, _recursive_=False)
+    Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False).fit(module, datamodule)
+    after = module.model.llm.state_dict()
+    lora = [k for k in before if "lora_B" in k]
+    assert lora and any(not torch.equal(before[k], after[k]) for k in lora)
+    base = [k for k in before if "lora_" not in k]
+    assert base and all(torch.equal(before[k], after[k]) for k in base)
+
+
+def test_missing_previous_stage_is_a_one_line_hint(dirs):
+    result = train("stage=2", *overrides(dirs, run="nothing_before"), check=False)
+    assert result.returncode != 0
+    assert "python train.py stage=1 run_name=nothing_before" in result.stderr
+
+
+def test_num_query_sweep_writes_separate_directories(dirs, chained_run):
+    from omegaconf import OmegaConf
+
+    train("-m", "stage=3", "model.num_query=32,96", *overrides(dirs, steps=1))
+    for job, value in enumerate((32, 96)):
+        job_dir = chained_run / "stage3" / str(job)
+        assert json.loads((job_dir / "summary.json").read_text())["finished"]
+        assert OmegaConf.load(job_dir / "config.yaml").model.num_query == value
+
+
+def test_short_stage1_run_lowers_the_loss(dirs):
+    train(*overrides(dirs, run="learn", steps=24), "data.batch_size=8", "optimizer.lr=2e-3")
+    values = losses(dirs["out"] / "learn" / "stage1")
+    tenth = max(1, len(values) // 5)
+    assert sum(values[-tenth:]) / tenth < 0.8 * sum(values[:tenth]) / tenth, values
