@@ -15,8 +15,12 @@ $(VENV)/.installed: pyproject.toml
 
 env: $(VENV)/.installed
 
+# The main job on the embedded default: stages 1 -> 2 -> 3, then the evaluation table.
 demo: env
 	$(PY) train.py
+	$(PY) train.py stage=2
+	$(PY) train.py stage=3
+	$(PY) eval.py
 
 test: env
 	$(PY) -m pytest -q
