@@ -78,7 +78,10 @@ def frame_spec(cfg: DictConfig, trained_data: DictConfig | None) -> FrameSpec:
 
 
 def output_dir(cfg: DictConfig) -> Path:
-    """outputs/<run_name>/eval/<benchmark>[-<tag>], the tag naming what differs from a plain run."""
+    """outputs/<run_name>/eval/<benchmark>[-<tag>], the tag naming what differs from a plain run.
+
+    Read before the model is built, while `data.*` still holds only what the user set.
+    """
     tag = cfg.eval.tag
     if tag is None:
         parts = [cfg.eval.answerer if cfg.eval.answerer != "letter_logits" else None,
@@ -147,6 +150,7 @@ def check_media(questions: list, strict: bool) -> None:
 def evaluate_mvbench(cfg: DictConfig) -> dict:
     questions = select_questions(cfg)
     check_media(questions, cfg.benchmark.strict_media)
+    out_dir = output_dir(cfg)
     source = model_source(cfg, 3)
     spec = frame_spec(cfg, source.trained_data)
     module = build_module(source, spec, cfg)
@@ -158,7 +162,6 @@ def evaluate_mvbench(cfg: DictConfig) -> dict:
         "max_new_tokens": cfg.eval.max_new_tokens if cfg.eval.answerer == "generate" else None,
         "checkpoint": source.init_from[-1] if source.init_from else None, "init_from": fingerprint(source.init_from),
     }
-    out_dir = output_dir(cfg)
     start_or_resume(out_dir, settings)
     predictions = out_dir / "predictions.jsonl"
     todo = pending_questions(questions, predictions)
@@ -190,6 +193,7 @@ def answer_pending(
 
 
 def evaluate_retrieval_benchmark(cfg: DictConfig) -> dict:
+    out_dir = output_dir(cfg)
     source = model_source(cfg, 1)
     spec = frame_spec(cfg, source.trained_data)
     module = build_module(source, spec, cfg)
@@ -203,7 +207,6 @@ def evaluate_retrieval_benchmark(cfg: DictConfig) -> dict:
                 "normalisation": spec.normalization, "k_test": cfg.eval.k_test,
                 "checkpoint": source.init_from[-1] if source.init_from else None}
     results = {"n_videos": len(corpus.media), "n_texts": len(corpus.texts), **metrics, "settings": settings}
-    out_dir = output_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_results(results, out_dir / "results.json")
     print(format_retrieval(metrics))
