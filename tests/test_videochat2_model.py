@@ -52,11 +52,15 @@ def test_visual_tokens_sit_where_the_placeholder_was():
     assert batch["labels"][1].tolist() == [IGNORE_INDEX] * 8 + [12] + [IGNORE_INDEX] * 4
 
 
-def test_bos_quirk_puts_a_constant_vector_at_position_zero():
+def test_bos_quirk_puts_a_constant_vector_at_position_zero_in_training_only():
     model = tiny_model(bos_quirk=True)
-    before, after, _ = prompts()
-    embeds = model.build_inputs(torch.randn(2, 6, 32), before, after)["inputs_embeds"]
+    before, after, labels = prompts()
+    visual = torch.randn(2, 6, 32)
+    embeds = model.build_inputs(visual, before, after, labels, bos_quirk=True)["inputs_embeds"]
     assert torch.all(embeds[:, 0] == 1.0)
+    # Prompts for scoring and generation carry the real BOS embedding, as the original's inference does.
+    prompt = model.build_inputs(visual, before, after, padding_side="left")["inputs_embeds"]
+    assert torch.equal(prompt[0, 0], model.embed_tokens(torch.tensor(1)))
 
 
 @pytest.mark.parametrize("side", ["left", "right"])

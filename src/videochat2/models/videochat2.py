@@ -7,7 +7,8 @@ Queries: `query_tokens` are the stage-1 queries (the first `num_base_query`); `e
 from stage 2 on and start at zero, as in the paper. `llm_proj` is the projection the official checkpoints
 call `llama_proj`/`mistral_proj`/`phi_proj`. The official stage-3 checkpoints were trained with position 0
 of the LLM input holding a constant vector equal to the BOS id instead of the BOS embedding; `bos_quirk`
-reproduces that.
+reproduces that in the training forward only, because the original's inference (demos, MVBench) feeds the
+real BOS embedding.
 
 Sequences are built per sample as [text before the placeholder ; visual tokens ; text after it], then padded:
 on the right for training, on the left for generation and next-token scoring (with position ids counted
@@ -36,7 +37,7 @@ class VideoChat2Config:
     num_base_query: int = 32
     # Stage 3: the instruction text goes into the Q-Former beside the queries.
     qformer_text_input: bool = False
-    # Position 0 holds a constant vector equal to the BOS id (the official stage-3 behaviour).
+    # Training: position 0 holds a constant vector equal to the BOS id (the official stage-3 behaviour).
     bos_quirk: bool = False
 
 
@@ -84,9 +85,9 @@ class VideoChat2(nn.Module):
     def embed_tokens(self, ids: Tensor) -> Tensor:
         return self.llm.get_input_embeddings()(ids)
 
-    def _sample_embeds(self, before: Tensor, visual: Tensor, after: Tensor) -> Tensor:
+    def _sample_embeds(self, before: Tensor, visual: Tensor, after: Tensor, bos_quirk: bool) -> Tensor:
         embeds = torch.cat([self.embed_tokens(before), visual.to(self.llm.dtype), self.embed_tokens(after)])
-        if self.config.bos_quirk:
+        if bos_quirk:
             embeds = torch.cat([torch.full_like(embeds[:1], float(self.bos_token_id)), embeds[1:]])
         return embeds
 
@@ -97,15 +98,17 @@ class VideoChat2(nn.Module):
         input_ids_after: list[Tensor],
         labels_after: list[Tensor] | None = None,
         padding_side: str = "right",
+        bos_quirk: bool = False,
     ) -> dict[str, Tensor]:
         """Splice each sample's visual tokens between its two text parts and pad the batch.
 
         Returns `inputs_embeds`, `attention_mask`, `position_ids` and, when `labels_after` is given,
-        `labels` (-100 everywhere except the learned answer tokens).
+        `labels` (-100 everywhere except the learned answer tokens). `bos_quirk` puts the constant BOS-id
+        vector at position 0; only the training forward asks for it (see the module docstring).
         """
         embeds, labels = [], []
         for i, (before, after) in enumerate(zip(input_ids_before, input_ids_after)):
-            embeds.append(self._sample_embeds(before, visual[i], after))
+            embeds.append(self._sample_embeds(before, visual[i], after, bos_quirk))
             if labels_after is not None:
                 masked = torch.full((len(before) + visual.shape[1],), IGNORE_INDEX, device=after.device)
                 labels.append(torch.cat([masked, labels_after[i]]))
@@ -125,7 +128,9 @@ class VideoChat2(nn.Module):
     ) -> dict[str, Tensor]:
         """Causal-LM loss on the answer tokens (mean over all learned tokens of the batch)."""
         visual = self.encode_visual(pixel_values, instruction_ids, instruction_mask)
-        batch = self.build_inputs(visual, input_ids_before, input_ids_after, labels_after)
+        batch = self.build_inputs(
+            visual, input_ids_before, input_ids_after, labels_after, bos_quirk=self.config.bos_quirk
+        )
         labels = batch.pop("labels")
         logits = self.llm(**batch).logits
         loss = F.cross_entropy(
