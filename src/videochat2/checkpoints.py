@@ -18,6 +18,12 @@ from torch import Tensor, nn
 # Stage-1 tensors that stages 2-3 do not have (the original drops them the same way).
 STAGE1_ONLY = ("vision_proj.", "text_proj.", "itm_head.", "temp", "vision_temp_embed", "qformer.cls.")
 QUERY_KEYS = ("query_tokens", "extra_query_tokens")
+# The official stage-2/3 classes name the projection and the LLM after the LLM family; ours do not.
+OFFICIAL_PREFIXES = {
+    f"{family}_{part}.": f"{ours}."
+    for family in ("llama", "mistral", "phi")
+    for part, ours in (("proj", "llm_proj"), ("model", "llm"))
+}
 
 
 class CheckpointError(RuntimeError):
@@ -51,6 +57,22 @@ def strip_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     if not any(k.startswith(prefix) for k in state):
         return state
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def official_to_ours(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename an official stage-2/3 state dict to this model's keys.
+
+    `{llama,mistral,phi}_proj.` becomes `llm_proj.` and `{llama,mistral,phi}_model.` becomes `llm.` (the
+    PEFT part, `base_model.model.…`, is the same on both sides). The rotary `inv_freq` buffers that older
+    transformers saved are dropped: current ones recompute them and hold no such key.
+    """
+    renamed = {}
+    for key, value in state.items():
+        if key.endswith("rotary_emb.inv_freq"):
+            continue
+        prefix = next((p for p in OFFICIAL_PREFIXES if key.startswith(p)), None)
+        renamed[OFFICIAL_PREFIXES[prefix] + key[len(prefix):] if prefix else key] = value
+    return renamed
 
 
 @dataclass
