@@ -48,6 +48,38 @@ def resolve_init_from(init_from: str | None, stage: int, run_dir: Path, run_root
     return found
 
 
+# Settings that do not change what a run computes, so a re-run may differ in them.
+VOLATILE = ("ckpt_path", "data.num_workers", "trainer.enable_progress_bar", "trainer.log_every_n_steps")
+
+
+def config_difference(saved: DictConfig, current: DictConfig) -> str | None:
+    """The first setting (dotted key) in which two resolved configs differ, ignoring VOLATILE ones."""
+    flat = [_flatten(OmegaConf.to_container(c)) for c in (saved, current)]
+    for key in sorted(set(flat[0]) | set(flat[1])):
+        if key not in VOLATILE and flat[0].get(key) != flat[1].get(key):
+            return f"{key}: {flat[0].get(key)!r} there, {flat[1].get(key)!r} now"
+    return None
+
+
+def _flatten(node, prefix: str = "") -> dict:
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    return {k: v for key, child in node.items() for k, v in _flatten(child, f"{prefix}{key}.").items()}
+
+
+def check_same_run(run_dir: Path, cfg: DictConfig) -> None:
+    """Refuse to resume or skip a run directory that holds a different run (e.g. another sweep's job)."""
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        return
+    difference = config_difference(OmegaConf.load(saved), cfg)
+    if difference is not None:
+        raise ValueError(
+            f"{run_dir} holds a run with another configuration ({difference}); "
+            "use another run_name, or ckpt_path=null to start over there"
+        )
+
+
 def finished_summary(run_dir: Path) -> dict | None:
     """The summary of a run that already finished in this directory, if any."""
     path = run_dir / "summary.json"
@@ -61,6 +93,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Train one stage; returns the final metrics (for sweepers)."""
     OmegaConf.resolve(cfg)
     run_dir = Path(cfg.paths.run_dir)
+    if cfg.ckpt_path == "auto":
+        check_same_run(run_dir, cfg)
     done = finished_summary(run_dir) if cfg.ckpt_path == "auto" else None
     if done is not None:
         log.info("stage %s of run '%s' already finished in %s; nothing to do", cfg.stage, cfg.run_name, run_dir)

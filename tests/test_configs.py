@@ -122,3 +122,26 @@ def test_slurm_command_line_composes():
     launcher = cfg.hydra.launcher
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (4, 8, 8)
     assert cfg.trainer.strategy._target_.endswith("DDPStrategy")
+
+
+def test_yaml_presets_equal_the_python_presets():
+    from dataclasses import asdict
+
+    from hydra.utils import instantiate
+
+    from videochat2.models.qformer import QFormerConfig
+    from videochat2.models.vision import VisionConfig
+
+    cfg = compose_train([])
+    assert instantiate(cfg.model.vision_encoder) == VisionConfig.tiny()
+    qformer = asdict(instantiate(cfg.model.qformer))
+    expected = asdict(QFormerConfig.tiny(vocab_size=qformer["vocab_size"]))
+    ignore = {"vocab_size", "dec_token_id", "pad_token_id"}  # they follow the tokenizer
+    assert {k: v for k, v in qformer.items() if k not in ignore} == {k: v for k, v in expected.items() if k not in ignore}
+    paper = compose_train(["experiment=videochat2_vicuna7b_stage3", "data.image_size=224"])
+    assert instantiate(paper.model.vision_encoder) == VisionConfig.umt_l16()
+    paper_qformer = asdict(instantiate(paper.model.qformer))
+    expected = asdict(QFormerConfig.bert_base(num_query_tokens=96))
+    assert {k: v for k, v in paper_qformer.items() if k not in ignore} == {
+        k: v for k, v in expected.items() if k not in ignore
+    }

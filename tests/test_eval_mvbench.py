@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from recipes.evaluate import check_media, start_or_resume
 from tests.conftest import ramp_frames, write_video
 from videochat2.data.frame_indices import official_mvbench_indices
 from videochat2.data.video import MVBENCH_SAMPLE, FrameSampling, read_media
-from videochat2.eval.answerers import GenerateAnswerer, LetterLogitsAnswerer
+from videochat2.eval.answerers import GenerateAnswerer, LetterLogitsAnswerer, letter_token_ids
 from videochat2.eval.mvbench import aggregate, load_questions, plot_results, write_results
 from videochat2.eval.mvbench_data import FrameCache, FrameSpec, MVBenchCollator, MVBenchDataset, cache_key
 from videochat2.eval.mvbench_run import answer_questions, missing_media, pending_questions, question_loader, run_records
@@ -256,3 +256,15 @@ def test_predictions_of_other_settings_or_weights_are_set_aside(tmp_path):
     assert predictions.is_file()
     start_or_resume(tmp_path, {"frames": 8, "init_from": [["last.ckpt", 10, 2]]})
     assert not predictions.exists() and (tmp_path / "predictions.jsonl.stale").is_file()
+
+
+def test_a_letter_merged_into_the_answer_prefix_is_refused():
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["Best option:(A"] * 20, trainer)
+    merging = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
+    with pytest.raises(ValueError, match="does not tokenize as one token"):
+        letter_token_ids(merging, 4)
+    assert letter_token_ids(char_tokenizer(), 3) == [char_tokenizer().convert_tokens_to_ids(c) for c in "ABC"]

@@ -221,3 +221,18 @@ def test_lora_gets_gradients_through_frozen_embeddings(tokenizer_dir: Path, chec
     assert lora
     for name, parameter in lora.items():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize(
+    ("experiment", "family"),
+    [("videochat2_vicuna7b_stage3", "llama"), ("videochat2_mistral7b_stage3", "mistral"), ("videochat2_phi3_stage3", "phi3")],
+)
+def test_paper_recipes_build_their_llm_through_the_preset_path(pretrained_root: Path, experiment: str, family: str):
+    from hydra.utils import instantiate
+
+    from tests.test_configs import compose_train
+
+    cfg = compose_train([f"experiment={experiment}", f"paths.pretrained={pretrained_root}"])
+    model, tokenizer = build_llm(instantiate(cfg.model.llm), cfg.model.llm_tokenizer, cfg.paths.pretrained)
+    assert isinstance(model, PeftModel) and family_of(model) == family
+    assert len(tokenizer) == SIZES["vocab_size"]

@@ -28,7 +28,7 @@ def overrides(dirs: dict[str, Path], run: str = "t", steps: int = 3) -> list[str
     small = [f"data.synthetic.{k}={v}" for k, v in SMALL.items()]
     return [
         f"paths.data_dir={dirs['data']}", f"paths.output_root={dirs['out']}", f"run_name={run}",
-        f"trainer.max_steps={steps}", "data.num_workers=0", "data.batch_size=4", "data.embedded_llm.steps=5",
+        f"trainer.max_steps={steps}", "data.num_workers=0", "data.batch_size=4", "data.embedded_llm.steps=60",
         "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", *small,
     ]
 
@@ -107,6 +107,50 @@ def test_stage3_training_keeps_the_base_llm_bitwise(chained_run):
     assert lora and any(not torch.equal(before[k], after[k]) for k in lora)
     base = [k for k in before if "lora_" not in k]
     assert base and all(torch.equal(before[k], after[k]) for k in base)
+
+
+def test_stage3_model_answers_in_the_trained_format(chained_run, dirs):
+    """Greedy generation after `###Assistant:` gives an option in the `(X) text` form the data teaches."""
+    import re
+
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from videochat2.data.conversation import build_conversation
+    from videochat2.data.transforms import FrameTransform
+    from videochat2.data.video import FrameSampling, read_media
+
+    cfg = OmegaConf.load(chained_run / "stage3" / "config.yaml")
+    paths = [str(chained_run / f"stage{k}" / "checkpoints" / "last.ckpt") for k in (1, 2, 3)]
+    module = instantiate(cfg.module, optimizer=None, scheduler=None, init_from=paths)
+    model, tokenizer = module.model.eval(), module.llm_tokenizer
+    data = dirs["data"] / "synthetic"
+    records = json.loads((data / "annotations" / "instruction_video.json").read_text())
+    record = next(r for r in records if r["QA"][0]["q"].startswith("Question:"))
+    turn = dict(record["QA"][0], a="")
+    before, after, _ = build_conversation({"QA": [turn]}, "vicuna_v0").split()
+    after = after[: after.rindex("###Assistant:") + len("###Assistant:")]
+    frames = read_media(data / "videos" / record["video"], "video", FrameSampling(cfg.data.num_frames, "middle"))
+    ids = model.generate(
+        FrameTransform(cfg.data.image_size, "test")(frames)[None],
+        [torch.tensor([tokenizer.bos_token_id] + tokenizer(before, add_special_tokens=False)["input_ids"])],
+        [torch.tensor(tokenizer(after, add_special_tokens=False)["input_ids"])],
+        max_new_tokens=8,
+    )
+    answer = tokenizer.decode(ids[0], skip_special_tokens=True).strip()
+    assert re.match(r"\([A-E]\) \w", answer), answer
+
+
+def test_an_ablation_sweep_runs(dirs, chained_run):
+    train("-m", "experiment=ablation_lora", *overrides(dirs, steps=1))
+    for job in (0, 1):
+        assert json.loads((chained_run / "stage3" / "ablation_lora" / str(job) / "summary.json").read_text())["finished"]
+
+
+def test_a_run_directory_holding_another_configuration_is_refused(dirs, chained_run):
+    result = train("stage=3", "model.num_query=32", *overrides(dirs), check=False)
+    assert result.returncode != 0
+    assert "holds a run with another configuration (model.num_query: 96 there, 32 now)" in result.stderr
 
 
 def test_missing_previous_stage_is_a_one_line_hint(dirs):
