@@ -37,15 +37,19 @@ def model_inputs(batch: dict) -> dict:
     return {k: batch[k] for k in MODEL_INPUTS if k in batch}
 
 
-def letter_token_ids(tokenizer: PreTrainedTokenizerBase, context: str = ANSWER_PREFIX) -> list[int]:
-    """Token id of each option letter as it follows `context` (the prompt's last text).
+def letter_token_ids(
+    tokenizer: PreTrainedTokenizerBase, count: int, context: str = ANSWER_PREFIX
+) -> list[int]:
+    """Token id of each of the first `count` option letters as it follows `context` (the prompt's end).
 
     Tokenizers merge differently at boundaries (SentencePiece may fuse `:(`), so the letter's id is read
     off the tokenization of `context + letter`, and the context must tokenize the same with it or without.
     """
+    if not 1 <= count <= MAX_OPTIONS:
+        raise ValueError(f"questions have 1 to {MAX_OPTIONS} options, got {count}")
     base = tokenizer(context, add_special_tokens=False)["input_ids"]
     ids = []
-    for position in range(MAX_OPTIONS):
+    for position in range(count):
         letter = option_letter(position)
         full = tokenizer(context + letter, add_special_tokens=False)["input_ids"]
         if full[: len(base)] != base or len(full) != len(base) + 1:
@@ -64,7 +68,13 @@ class LetterLogitsAnswerer:
     def __init__(self, model: VideoChat2, tokenizer: PreTrainedTokenizerBase) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self.letter_ids = letter_token_ids(tokenizer)
+        self._letter_ids: dict[int, list[int]] = {}
+
+    def letter_ids(self, count: int) -> list[int]:
+        """Ids of the first `count` letters, looked up once per option count."""
+        if count not in self._letter_ids:
+            self._letter_ids[count] = letter_token_ids(self.tokenizer, count)
+        return self._letter_ids[count]
 
     @torch.no_grad()
     def __call__(self, batch: dict) -> list[Answer]:
@@ -72,7 +82,7 @@ class LetterLogitsAnswerer:
         return [self._answer(row, len(q.candidates)) for row, q in zip(logits, batch["questions"])]
 
     def _answer(self, logits: torch.Tensor, num_options: int) -> Answer:
-        valid = self.letter_ids[:num_options]
+        valid = self.letter_ids(num_options)
         restricted = logits[valid]
         choice = int(restricted.argmax())
         top = int(logits.argmax())
