@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch import LightningModule
 from omegaconf import DictConfig, OmegaConf
 
 from recipes.train import resolve_init_from
@@ -94,7 +95,7 @@ def output_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_root) / cfg.run_name / "eval" / name
 
 
-def build_module(source: ModelSource, spec: FrameSpec, cfg: DictConfig):
+def build_module(source: ModelSource, spec: FrameSpec, cfg: DictConfig) -> LightningModule:
     """Instantiate the LightningModule with its checkpoints loaded; only its `model` is used.
 
     Nothing trains here, so a stage-2/3 module is built with no trainable components: a saved run config
@@ -177,7 +178,7 @@ def evaluate_mvbench(cfg: DictConfig) -> dict:
 
 
 def answer_pending(
-    cfg: DictConfig, module, source: ModelSource, spec: FrameSpec, family: str, todo: list, predictions: Path
+    cfg: DictConfig, module: LightningModule, source: ModelSource, spec: FrameSpec, family: str, todo: list, predictions: Path
 ) -> None:
     """Answer `todo` in batches, appending to predictions.jsonl as they come."""
     model = module.model

@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerBase
 from videochat2.data.formats import MediaRecord
 from videochat2.data.transforms import FrameTransform
 from videochat2.data.video import FrameSampling, read_media
-from videochat2.eval.retrieval import rerank_top_k, retrieval_metrics
+from videochat2.eval.retrieval import PairScorer, rerank_top_k, retrieval_metrics
 from videochat2.models.alignment import VideoChat2Alignment
 
 
@@ -86,8 +86,14 @@ def encode_texts(
     return ids, mask, torch.cat(features)
 
 
-def itm_pair_scorer(model: VideoChat2Alignment, vision_tokens, ids, mask, videos_are_queries: bool,
-                    chunk: int = 32):
+def itm_pair_scorer(
+    model: VideoChat2Alignment,
+    vision_tokens: torch.Tensor,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    videos_are_queries: bool,
+    chunk: int = 32,
+) -> PairScorer:
     """The matching head's score of one query against candidate indices, in chunks of `chunk` pairs."""
 
     @torch.no_grad()
