@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,10 +12,9 @@ from hydra.core.global_hydra import GlobalHydra
 
 from recipes.cli import quote_stage_overrides
 from recipes.evaluate import evaluate, output_dir
-from videochat2.data.synthetic import build
+from tests.conftest import run_script
 
 REPO = Path(__file__).resolve().parents[1]
-SYNTHETIC = {"train_videos": 40, "images": 10, "test_per_task": 4, "retrieval_videos": 10}
 TASK_KEYS = {"n", "correct", "acc", "acc_strict", "chance", "missing_media", "unparsed"}
 
 
@@ -46,30 +44,20 @@ def test_documented_eval_command_lines_compose():
 
 
 def run_cli(script: str, args: list[str]) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, script, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    return run_script(script, *args)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict[str, Path]:
-    """Three training stages of a few steps on a small synthetic set (the commands the README gives)."""
-    tmp = tmp_path_factory.mktemp("run")
-    build(tmp / "data" / "synthetic", **SYNTHETIC)
-    common = [f"paths.data_dir={tmp / 'data'}", f"paths.output_root={tmp / 'out'}", "run_name=tiny",
-              "trainer.max_steps=2", "data.num_workers=0", "data.batch_size=4", "data.embedded_llm.steps=5",
-              "callbacks.model_checkpoint.every_n_train_steps=2", "trainer.enable_progress_bar=false"]
-    common += [f"++data.synthetic.{k}={v}" for k, v in SYNTHETIC.items()]
-    for stage in (1, 2, 3):
-        run_cli("train.py", [f"stage={stage}", *common])
-    return {"data": tmp / "data", "out": tmp / "out"}
+def trained(dirs, chained_run) -> dict[str, Path]:
+    """The session's small run `t` (three training stages of a few steps)."""
+    return dirs
 
 
 @pytest.mark.slow
 def test_eval_runs_end_to_end_and_resumes(trained):
-    paths = [f"paths.data_dir={trained['data']}", f"paths.output_root={trained['out']}", "run_name=tiny"]
+    paths = [f"paths.data_dir={trained['data']}", f"paths.output_root={trained['out']}", "run_name=t"]
     printed = run_cli("eval.py", [*paths, "eval.num_workers=1"]).stdout
-    out = trained["out"] / "tiny" / "eval" / "synthetic"
+    out = trained["out"] / "t" / "eval" / "synthetic"
     results = json.loads((out / "results.json").read_text())
     assert results["n"] == 36 and len(results["tasks"]) == 9 and "Avg (total-weighted)" in printed
     assert {"avg", "avg_strict", "macro_avg"} <= results.keys()
@@ -88,23 +76,23 @@ def test_eval_runs_end_to_end_and_resumes(trained):
 
 @pytest.mark.slow
 def test_blind_and_single_frame_baselines_get_their_own_folders(trained):
-    paths = [f"paths.data_dir={trained['data']}", f"paths.output_root={trained['out']}", "run_name=tiny",
+    paths = [f"paths.data_dir={trained['data']}", f"paths.output_root={trained['out']}", "run_name=t",
              "eval.num_workers=0", "eval.tasks=[MD,AS]"]
     blind = evaluate(compose_eval([*paths, "eval.blind=true"]))
     single = evaluate(compose_eval([*paths, "data.num_frames=1"]))
     assert blind["n"] == single["n"] == 8 and blind["settings"]["blind"] and single["settings"]["frames"] == 1
-    assert (trained["out"] / "tiny" / "eval" / "synthetic-blind" / "results.json").is_file()
-    assert (trained["out"] / "tiny" / "eval" / "synthetic-1f" / "results.json").is_file()
+    assert (trained["out"] / "t" / "eval" / "synthetic-blind" / "results.json").is_file()
+    assert (trained["out"] / "t" / "eval" / "synthetic-1f" / "results.json").is_file()
 
 
 @pytest.mark.slow
 def test_retrieval_reports_similarity_and_reranked_recalls(trained):
-    paths = [f"paths.data_dir={trained['data']}", f"paths.output_root={trained['out']}", "run_name=tiny",
+    paths = [f"paths.data_dir={trained['data']}", f"paths.output_root={trained['out']}", "run_name=t",
              "eval.num_workers=0", "eval.k_test=3"]
     results = evaluate(compose_eval(["benchmark=retrieval", *paths]))
     assert results["n_videos"] == results["n_texts"] == 10
     for scores in ("itc", "itm"):
         assert {"r1_t2v", "r5_t2v", "r10_t2v", "r1_v2t", "r5_v2t", "r10_v2t", "r_mean"} <= results[scores].keys()
         assert results[scores]["r10_t2v"] == 100.0
-    saved = json.loads((trained["out"] / "tiny" / "eval" / "retrieval" / "results.json").read_text())
+    saved = json.loads((trained["out"] / "t" / "eval" / "retrieval" / "results.json").read_text())
     assert saved["settings"]["frames"] == 4 and saved["settings"]["k_test"] == 3

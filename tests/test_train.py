@@ -4,42 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 import torch
 
+from tests.conftest import run_script, train_overrides
 from videochat2.checkpoints import read_state_dict
-from videochat2.data.synthetic import build
-
-ROOT = Path(__file__).resolve().parents[1]
-SMALL = {"train_videos": 40, "images": 10, "test_per_task": 4, "retrieval_videos": 10}
-
-
-@pytest.fixture(scope="module")
-def dirs(tmp_path_factory) -> dict[str, Path]:
-    data_dir = tmp_path_factory.mktemp("data")
-    build(data_dir / "synthetic", **SMALL)
-    return {"data": data_dir, "out": tmp_path_factory.mktemp("outputs")}
-
-
-def overrides(dirs: dict[str, Path], run: str = "t", steps: int = 3) -> list[str]:
-    small = [f"data.synthetic.{k}={v}" for k, v in SMALL.items()]
-    return [
-        f"paths.data_dir={dirs['data']}", f"paths.output_root={dirs['out']}", f"run_name={run}",
-        f"trainer.max_steps={steps}", "data.num_workers=0", "data.batch_size=4", "data.embedded_llm.steps=60",
-        "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", *small,
-    ]
 
 
 def train(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"train.py {' '.join(args)} failed:\n{result.stderr[-3000:]}")
-    return result
+    return run_script("train.py", *args, check=check)
 
 
 def losses(run_dir: Path) -> list[float]:
@@ -47,15 +21,6 @@ def losses(run_dir: Path) -> list[float]:
 
     with open(run_dir / "metrics.csv") as f:
         return [float(row["train/loss"]) for row in csv.DictReader(f) if row.get("train/loss")]
-
-
-@pytest.fixture(scope="module")
-def chained_run(dirs) -> Path:
-    """Stages 1 -> 2 -> 3 of one run, three steps each."""
-    train(*overrides(dirs))
-    train("stage=2", "model.num_query=64", *overrides(dirs))
-    train("stage=3", *overrides(dirs))
-    return dirs["out"] / "t"
 
 
 def test_stage1_leaves_the_documented_run_directory(chained_run):
@@ -73,7 +38,7 @@ def test_stage1_leaves_the_documented_run_directory(chained_run):
 
 def test_a_finished_run_is_not_trained_again(dirs, chained_run):
     before = (chained_run / "stage1" / "summary.json").read_text()
-    result = train(*overrides(dirs))
+    result = train(*train_overrides(dirs))
     assert "already finished" in result.stdout + result.stderr
     assert (chained_run / "stage1" / "summary.json").read_text() == before
 
@@ -142,19 +107,19 @@ def test_stage3_model_answers_in_the_trained_format(chained_run, dirs):
 
 
 def test_an_ablation_sweep_runs(dirs, chained_run):
-    train("-m", "experiment=ablation_lora", *overrides(dirs, steps=1))
+    train("-m", "experiment=ablation_lora", *train_overrides(dirs, steps=1))
     for job in (0, 1):
         assert json.loads((chained_run / "stage3" / "ablation_lora" / str(job) / "summary.json").read_text())["finished"]
 
 
 def test_a_run_directory_holding_another_configuration_is_refused(dirs, chained_run):
-    result = train("stage=3", "model.num_query=32", *overrides(dirs), check=False)
+    result = train("stage=3", "model.num_query=32", *train_overrides(dirs), check=False)
     assert result.returncode != 0
     assert "holds a run with another configuration (model.num_query: 96 there, 32 now)" in result.stderr
 
 
 def test_missing_previous_stage_is_a_one_line_hint(dirs):
-    result = train("stage=2", *overrides(dirs, run="nothing_before"), check=False)
+    result = train("stage=2", *train_overrides(dirs, run="nothing_before"), check=False)
     assert result.returncode != 0
     assert "python train.py stage=1 run_name=nothing_before" in result.stderr
 
@@ -162,7 +127,7 @@ def test_missing_previous_stage_is_a_one_line_hint(dirs):
 def test_num_query_sweep_writes_separate_directories(dirs, chained_run):
     from omegaconf import OmegaConf
 
-    train("-m", "stage=3", "model.num_query=32,96", *overrides(dirs, steps=1))
+    train("-m", "stage=3", "model.num_query=32,96", *train_overrides(dirs, steps=1))
     for job, value in enumerate((32, 96)):
         job_dir = chained_run / "stage3" / str(job)
         assert json.loads((job_dir / "summary.json").read_text())["finished"]
@@ -170,7 +135,7 @@ def test_num_query_sweep_writes_separate_directories(dirs, chained_run):
 
 
 def test_short_stage1_run_lowers_the_loss(dirs):
-    train(*overrides(dirs, run="learn", steps=24), "data.batch_size=8", "optimizer.lr=2e-3")
+    train(*train_overrides(dirs, run="learn", steps=24), "data.batch_size=8", "optimizer.lr=2e-3")
     values = losses(dirs["out"] / "learn" / "stage1")
     tenth = max(1, len(values) // 5)
     assert sum(values[-tenth:]) / tenth < 0.8 * sum(values[:tenth]) / tenth, values

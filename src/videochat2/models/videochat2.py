@@ -150,7 +150,7 @@ class VideoChat2(nn.Module):
         """Logits [B, vocab] of the token that follows each prompt (left padding, batch-invariant)."""
         visual = self.encode_visual(pixel_values, instruction_ids, instruction_mask)
         batch = self.build_inputs(visual, input_ids_before, input_ids_after, padding_side="left")
-        return self.llm(**batch).logits[:, -1].float()
+        return self.llm(**batch, logits_to_keep=1).logits[:, -1].float()
 
     @torch.no_grad()
     def score_options(self, candidate_ids: list[int], **prompt) -> Tensor:
