@@ -52,19 +52,27 @@ def _media_path(item: object, path: Path, index: int, media_type: str, media_roo
     return str(media_root / rel)
 
 
-def load_caption_records(path: str | Path, media_root: str | Path, media_type: str) -> list[MediaRecord]:
-    """Read a VideoChat2 pretraining file (`{"video"|"image", "caption"}` records)."""
+def _load(path: str | Path, media_root: str | Path, media_type: str, parse) -> list[MediaRecord]:
+    """Records of one annotation file; `parse(item, path, index, media)` builds each record."""
     if media_type not in MEDIA_TYPES:
         raise AnnotationError(f"{path}: media_type must be one of {MEDIA_TYPES}, got {media_type!r}")
     path, media_root = Path(path), Path(media_root)
-    records = []
-    for index, item in enumerate(_read_list(path)):
-        media = _media_path(item, path, index, media_type, media_root)
-        caption = item.get("caption")
-        if not isinstance(caption, str):
-            raise AnnotationError(f"{path}: record {index} has no string 'caption'")
-        records.append(MediaRecord(media, media_type, caption=caption))
-    return records
+    return [
+        parse(item, path, index, _media_path(item, path, index, media_type, media_root), media_type)
+        for index, item in enumerate(_read_list(path))
+    ]
+
+
+def _caption_record(item: dict, path: Path, index: int, media: str, media_type: str) -> MediaRecord:
+    caption = item.get("caption")
+    if not isinstance(caption, str):
+        raise AnnotationError(f"{path}: record {index} has no string 'caption'")
+    return MediaRecord(media, media_type, caption=caption)
+
+
+def load_caption_records(path: str | Path, media_root: str | Path, media_type: str) -> list[MediaRecord]:
+    """Read a VideoChat2 pretraining file (`{"video"|"image", "caption"}` records)."""
+    return _load(path, media_root, media_type, _caption_record)
 
 
 def _qa_turns(item: dict, path: Path, index: int) -> tuple[dict, ...]:
@@ -88,14 +96,11 @@ def _bound(item: dict, path: Path, index: int) -> tuple[float | None, float | No
     return float(start), float(end)
 
 
+def _instruction_record(item: dict, path: Path, index: int, media: str, media_type: str) -> MediaRecord:
+    start, end = _bound(item, path, index)
+    return MediaRecord(media, media_type, qa=_qa_turns(item, path, index), start=start, end=end)
+
+
 def load_instruction_records(path: str | Path, media_root: str | Path, media_type: str) -> list[MediaRecord]:
     """Read a VideoChat2 instruction file (`{"video"|"image", "QA": [{"i", "q", "a"}], "start"?, "end"?}`)."""
-    if media_type not in MEDIA_TYPES:
-        raise AnnotationError(f"{path}: media_type must be one of {MEDIA_TYPES}, got {media_type!r}")
-    path, media_root = Path(path), Path(media_root)
-    records = []
-    for index, item in enumerate(_read_list(path)):
-        media = _media_path(item, path, index, media_type, media_root)
-        start, end = _bound(item, path, index)
-        records.append(MediaRecord(media, media_type, qa=_qa_turns(item, path, index), start=start, end=end))
-    return records
+    return _load(path, media_root, media_type, _instruction_record)

@@ -138,6 +138,18 @@ class VideoChat2(nn.Module):
         )
         return {"loss": loss, "logits": logits, "labels": labels}
 
+    def prompt_batch(
+        self,
+        pixel_values: Tensor,
+        input_ids_before: list[Tensor],
+        input_ids_after: list[Tensor],
+        instruction_ids: Tensor | None = None,
+        instruction_mask: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """Left-padded inference inputs: the prompts with their visual tokens (real BOS at position 0)."""
+        visual = self.encode_visual(pixel_values, instruction_ids, instruction_mask)
+        return self.build_inputs(visual, input_ids_before, input_ids_after, padding_side="left")
+
     @torch.no_grad()
     def next_token_logits(
         self,
@@ -148,8 +160,7 @@ class VideoChat2(nn.Module):
         instruction_mask: Tensor | None = None,
     ) -> Tensor:
         """Logits [B, vocab] of the token that follows each prompt (left padding, batch-invariant)."""
-        visual = self.encode_visual(pixel_values, instruction_ids, instruction_mask)
-        batch = self.build_inputs(visual, input_ids_before, input_ids_after, padding_side="left")
+        batch = self.prompt_batch(pixel_values, input_ids_before, input_ids_after, instruction_ids, instruction_mask)
         return self.llm(**batch, logits_to_keep=1).logits[:, -1].float()
 
     @torch.no_grad()
@@ -168,8 +179,7 @@ class VideoChat2(nn.Module):
         **generate_kwargs,
     ) -> Tensor:
         """Greedy (by default) continuation token ids [B, new tokens] of each prompt."""
-        visual = self.encode_visual(pixel_values, instruction_ids, instruction_mask)
-        batch = self.build_inputs(visual, input_ids_before, input_ids_after, padding_side="left")
+        batch = self.prompt_batch(pixel_values, input_ids_before, input_ids_after, instruction_ids, instruction_mask)
         generate_kwargs.setdefault("do_sample", False)
         generate_kwargs.setdefault("pad_token_id", self.llm.config.pad_token_id or self.llm.config.eos_token_id)
         batch.pop("position_ids")
