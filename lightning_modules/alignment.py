@@ -7,13 +7,14 @@ from collections.abc import Callable, Sequence
 import torch
 from lightning.pytorch import LightningModule
 
+from lightning_modules.optimization import configure_optimizers
+
 from videochat2.checkpoints import read_state_dict, strip_prefix
 from videochat2.eval.retrieval import retrieval_metrics
 from videochat2.models.alignment import AlignmentConfig, VideoChat2Alignment
 from videochat2.models.qformer import QFormerConfig
 from videochat2.models.tokenizers import load_qformer_tokenizer, qformer_config_for_tokenizer
 from videochat2.models.vision import VisionConfig
-from videochat2.optim import param_groups
 
 
 class AlignmentModule(LightningModule):
@@ -59,13 +60,7 @@ class AlignmentModule(LightningModule):
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, sync_dist=True)
 
     def configure_optimizers(self):
-        groups = param_groups(
-            self.model.named_parameters(),
-            self.optimizer_factory.keywords.get("weight_decay", 0.0),
-            self.model.no_weight_decay(),
+        return configure_optimizers(
+            self.model, self.optimizer_factory, self.scheduler_factory, self.model.no_weight_decay(),
+            self.trainer.estimated_stepping_batches,
         )
-        optimizer = self.optimizer_factory(groups)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

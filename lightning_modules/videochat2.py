@@ -9,13 +9,14 @@ from collections.abc import Callable, Sequence
 import torch
 from lightning.pytorch import LightningModule
 
+from lightning_modules.optimization import configure_optimizers
+
 from videochat2.checkpoints import initialise, read_state_dict, strip_prefix
 from videochat2.models.llm import LLMConfig, build_llm
 from videochat2.models.qformer import QFormerConfig
 from videochat2.models.tokenizers import load_qformer_tokenizer, qformer_config_for_tokenizer
 from videochat2.models.videochat2 import VideoChat2, VideoChat2Config
 from videochat2.models.vision import VisionConfig
-from videochat2.optim import param_groups
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +118,10 @@ class VideoChat2Module(LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
 
     def configure_optimizers(self):
-        groups = param_groups(
-            self.model.named_parameters(),
-            self.optimizer_factory.keywords.get("weight_decay", 0.0),
-            ("query_tokens", "extra_query_tokens"),
+        return configure_optimizers(
+            self.model, self.optimizer_factory, self.scheduler_factory, ("query_tokens", "extra_query_tokens"),
+            self.trainer.estimated_stepping_batches,
         )
-        optimizer = self.optimizer_factory(groups)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class ConnectionModule(VideoChat2Module):
