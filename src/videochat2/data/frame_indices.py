@@ -5,7 +5,8 @@ training "middle" rule gives [37, 112, 187, 262], the MVBench rule
 [37, 112, 187, 261]):
 
 - the training rules of the original data pipeline (``rand``, ``middle``,
-  ``fps<X>``), optionally inside a ``start``/``end`` clip;
+  ``fps<X>``), optionally inside a ``start``/``end`` clip, plus ``rand_keyframe``,
+  a cheaper ``rand`` that prefers frames decodable without decoding others;
 - the official MVBench evaluation rule, whose rounding must be reproduced bit for
   bit for the indices (and so the scores) to match the reference evaluator.
 
@@ -15,6 +16,7 @@ and shared by every reader (video file, frame folder, gif).
 
 from __future__ import annotations
 
+import bisect
 import random
 import re
 from dataclasses import dataclass
@@ -84,6 +86,38 @@ def _random_in_ranges(
     return sorted(rng.sample(range(vlen), n))
 
 
+def keyframe_segment_indices(
+    num_frames: int,
+    vlen: int,
+    keyframes: list[int],
+    rng: random.Random | None = None,
+    reach: int = 0,
+) -> list[int]:
+    """``rand`` restricted, segment by segment, to frames that are cheap to decode.
+
+    A frame costs the decoding of every reference frame since the previous keyframe,
+    so on a 1-s GOP a random frame costs ~15 decodes and a keyframe one. Each segment
+    of ``segment_indices`` draws uniformly from its keyframes and the ``reach`` frames
+    after each; a segment holding none (keyframes sparser than segments) draws like
+    ``rand``. The segment structure (one frame per equal interval, in order) is kept,
+    so the clip still spans the video; only the position inside a segment changes.
+    """
+    if num_frames < 1 or vlen < 1:
+        raise ValueError(f"need num_frames >= 1 and vlen >= 1, got {num_frames}, {vlen}")
+    rng = rng or random.Random()
+    n = min(num_frames, vlen)
+    bounds = np.linspace(0, vlen, n + 1).astype(int).tolist()
+    cheap = sorted({k + j for k in keyframes for j in range(reach + 1) if 0 <= k + j < vlen})
+    indices = []
+    for lo, nxt in zip(bounds[:-1], bounds[1:]):
+        inside = cheap[bisect.bisect_left(cheap, lo) : bisect.bisect_left(cheap, nxt)]
+        if inside:
+            indices.append(rng.choice(inside))
+        else:
+            indices.append(rng.randrange(lo, nxt - 1) if nxt - 1 > lo else lo)
+    return indices + [indices[-1]] * (num_frames - n)
+
+
 def fps_indices(
     vlen: int, video_fps: float, sample_fps: float, max_num_frames: int = -1
 ) -> list[int]:
@@ -124,7 +158,7 @@ def clip_bounds(start: float, end: float, fps: float, vlen: int) -> tuple[int, i
 
 @dataclass(frozen=True)
 class SampleSpec:
-    """A parsed ``data.sample`` value: ``kind`` is rand | middle | fps."""
+    """A parsed ``data.sample`` value: ``kind`` is rand | middle | rand_keyframe | fps."""
 
     kind: str
     fps: float | None = None
@@ -135,12 +169,12 @@ _FPS_PATTERN = re.compile(r"fps(\d+(?:\.\d*)?|\.\d+)")
 
 def parse_sample(spec: str) -> SampleSpec:
     """Parse a sampling spec so a typo fails at configuration time, not mid-epoch."""
-    if spec in ("rand", "middle"):
+    if spec in ("rand", "middle", "rand_keyframe"):
         return SampleSpec(spec)
     match = _FPS_PATTERN.fullmatch(spec)
     if match and float(match.group(1)) > 0:
         return SampleSpec("fps", float(match.group(1)))
     raise ValueError(
-        f"unknown frame sampling {spec!r}: use 'rand', 'middle' or 'fps<X>' with X > 0 "
+        f"unknown frame sampling {spec!r}: use 'rand', 'middle', 'rand_keyframe' or 'fps<X>' with X > 0 "
         "(e.g. 'fps0.5')"
     )

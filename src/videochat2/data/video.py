@@ -1,13 +1,15 @@
 """Media readers: a file -> uint8 frames [T, H, W, 3] at sampled indices.
 
 Indices are chosen first and only those frames are decoded. decord is the default (one thread per
-reader, opened inside the worker, since readers shared across processes deadlock); PyAV is the
-fallback reader. Frame folders (`00001.jpg`, ...) and GIFs are read with PIL. Every failure is a
+reader, opened inside the worker, since readers shared across processes deadlock). The PyAV reader
+returns the same pixels faster: it decodes each group of targets from its keyframe and skips the
+non-reference frames no target depends on (see `_decode_sparse`). Frame folders (`00001.jpg`, ...) and GIFs are read with PIL. Every failure is a
 `MediaReadError` naming the file, so the data pipeline can count and replace the sample.
 """
 
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from PIL import Image
 from videochat2.data.frame_indices import (
     clip_bounds,
     fps_indices,
+    keyframe_segment_indices,
     official_mvbench_indices,
     parse_sample,
     segment_indices,
@@ -36,7 +39,7 @@ class MediaReadError(RuntimeError):
 
 @dataclass(frozen=True)
 class FrameSampling:
-    """How many frames to take and how: `rand` | `middle` | `fps<X>` | `mvbench` (see frame_indices)."""
+    """How many frames to take and how: `rand` | `middle` | `rand_keyframe` | `fps<X>` | `mvbench`."""
 
     num_frames: int
     sample: str = "middle"
@@ -46,6 +49,11 @@ class FrameSampling:
         if self.sample != MVBENCH_SAMPLE:
             parse_sample(self.sample)
 
+    @property
+    def wants_keyframes(self) -> bool:
+        """Whether `indices` uses keyframe positions (readers only look them up when it does)."""
+        return self.sample == "rand_keyframe"
+
     def indices(
         self,
         vlen: int,
@@ -53,11 +61,14 @@ class FrameSampling:
         rng: random.Random | None = None,
         bound: tuple[float, float] | None = None,
         first_idx: int = 0,
+        keyframes: list[int] | None = None,
     ) -> list[int]:
         """0-based indices into the whole video; a `bound` (seconds) restricts them to that window.
 
         `first_idx` only matters for the `mvbench` rule, which numbers frame folders from 1 (and so
         rounds their bounds differently); the result is shifted back to 0-based positions.
+        `keyframes` (0-based) only matters for `rand_keyframe`; without them (frame folders, gifs:
+        every frame is cheap) it samples like `rand`.
         """
         if self.sample == MVBENCH_SAMPLE:
             official = official_mvbench_indices(self.num_frames, fps, vlen - 1 + first_idx, first_idx, bound)
@@ -66,6 +77,11 @@ class FrameSampling:
         spec = parse_sample(self.sample)
         if spec.kind == "fps":
             local = fps_indices(length, fps, spec.fps, self.max_num_frames) or [0]
+        elif spec.kind == "rand_keyframe" and keyframes is not None:
+            local_keys = [k - offset for k in keyframes if offset <= k < offset + length]
+            local = keyframe_segment_indices(self.num_frames, length, local_keys, rng)
+        elif spec.kind == "rand_keyframe":
+            local = segment_indices(self.num_frames, length, "rand", rng)
         else:
             local = segment_indices(self.num_frames, length, spec.kind, rng)
         return [offset + i for i in local]
@@ -104,7 +120,8 @@ def _read_decord(path: Path, sampling: FrameSampling, rng, bound) -> torch.Tenso
         vlen, fps = len(reader), float(reader.get_avg_fps())
         if vlen < 1:
             raise MediaReadError(f"{path}: no decodable frames")
-        indices = [min(i, vlen - 1) for i in sampling.indices(vlen, fps, rng, bound)]
+        keyframes = list(reader.get_key_indices()) if sampling.wants_keyframes else None
+        indices = [min(i, vlen - 1) for i in sampling.indices(vlen, fps, rng, bound, keyframes=keyframes)]
         frames = reader.get_batch(indices).asnumpy()
     except MediaReadError:
         raise
@@ -119,14 +136,62 @@ def _read_av(path: Path, sampling: FrameSampling, rng, bound) -> torch.Tensor:
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+            stream.codec_context.thread_count = 1
+            pts, keyframes = _packet_index(container, stream)
+            if not pts:
+                raise MediaReadError(f"{path}: no decodable frames")
             fps = float(stream.average_rate or 25)
+            key_indices = [bisect.bisect_left(pts, k) for k in keyframes]
+            indices = [min(i, len(pts) - 1) for i in sampling.indices(len(pts), fps, rng, bound, keyframes=key_indices)]
+            frames = _decode_sparse(container, stream, keyframes or pts[:1], [pts[i] for i in indices])
+    except MediaReadError:
+        raise
     except Exception as err:
         raise MediaReadError(f"{path}: PyAV failed: {err}".splitlines()[0]) from None
-    if not frames:
-        raise MediaReadError(f"{path}: no decodable frames")
-    indices = [min(i, len(frames) - 1) for i in sampling.indices(len(frames), fps, rng, bound)]
-    return torch.from_numpy(np.stack([frames[i] for i in indices]))
+    missing = [i for i in indices if pts[i] not in frames]
+    if missing:
+        raise MediaReadError(f"{path}: frames {missing[:4]} could not be decoded")
+    return torch.from_numpy(np.stack([frames[pts[i]] for i in indices]))
+
+
+def _packet_index(container, stream) -> tuple[list[int], list[int]]:
+    """Presentation times of all frames (display order) and of the keyframes; demuxing only."""
+    packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.pts is not None]
+    return sorted(t for t, _ in packets), sorted(t for t, key in packets if key)
+
+
+def _decode_sparse(container, stream, keyframes: list[int], targets: list[int]) -> dict[int, np.ndarray]:
+    """RGB frames at presentation times `targets`, decoding as few packets as possible.
+
+    Targets are grouped by the keyframe they depend on; each group is decoded from that keyframe,
+    and packets of non-reference frames that are not targets are dropped by the decoder (nothing
+    depends on them, so the pixels are those of a full decode). Once every target of a group has
+    been sent, the decoder is drained instead of fed further packets.
+    """
+    groups: dict[int, set[int]] = {}
+    for t in sorted(set(targets)):
+        groups.setdefault(keyframes[max(bisect.bisect_right(keyframes, t) - 1, 0)], set()).add(t)
+    frames: dict[int, np.ndarray] = {}
+    for keyframe, group in groups.items():
+        frames.update(_decode_group(container, stream, keyframe, group))
+    return frames
+
+
+def _decode_group(container, stream, keyframe: int, group: set[int]) -> dict[int, np.ndarray]:
+    codec = stream.codec_context
+    container.seek(keyframe, stream=stream, backward=True)
+    codec.flush_buffers()
+    unsent, found = set(group), {}
+    for packet in container.demux(stream):
+        codec.skip_frame = "DEFAULT" if packet.pts in unsent else "NONREF"
+        unsent.discard(packet.pts)
+        decoded = list(codec.decode(packet))
+        if not unsent:
+            decoded += codec.decode(None)
+        found.update((f.pts, f.to_ndarray(format="rgb24")) for f in decoded if f.pts in group)
+        if not unsent or len(found) == len(group):
+            break
+    return found
 
 
 def _rgb(image: Image.Image) -> np.ndarray:
