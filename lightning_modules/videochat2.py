@@ -5,13 +5,21 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningModule
 
 from lightning_modules.optimization import configure_optimizers
 
-from videochat2.checkpoints import initialise, read_state_dict, strip_prefix
+from videochat2.checkpoints import (
+    BASE_LLM,
+    FRESH_LORA,
+    FRESH_PROJECTION,
+    QFORMER_TEXT_PATH,
+    UNUSED_TEXT_PATH,
+    load_checkpoints,
+)
 from videochat2.models.llm import LLMConfig, build_llm
 from videochat2.models.qformer import QFormerConfig
 from videochat2.models.tokenizers import load_qformer_tokenizer, qformer_config_for_tokenizer
@@ -21,11 +29,7 @@ from videochat2.models.vision import VisionConfig
 log = logging.getLogger(__name__)
 
 COMPONENTS = ("vision_encoder", "vision_layernorm", "qformer", "query_tokens", "extra_query_tokens", "llm_proj")
-# The Q-Former's text path (embeddings and text feed-forward) is unused when it reads no instruction.
-QFORMER_TEXT_PATH = re.compile(r"qformer\.bert\.(embeddings\.(word|position)_embeddings|encoder\.layer\.\d+\.(intermediate|output)\.)")
-# The base LLM comes from its own directory; these start fresh when no source has them (stage 1 -> 2).
-FROM_LLM_DIRECTORY = ("llm.",)
-ADDED_AFTER_STAGE1 = ("llm_proj.", "extra_query_tokens")
+TEXT_PATH = re.compile(QFORMER_TEXT_PATH)
 
 
 def component_of(name: str) -> str:
@@ -57,6 +61,7 @@ class VideoChat2Module(LightningModule):
         scheduler: Callable | None = None,
         init_from: Sequence[str] = (),
         pretrained_root: str | None = None,
+        trust_checkpoint: bool = False,
     ) -> None:
         super().__init__()
         qformer = qformer_config_for_tokenizer(qformer, load_qformer_tokenizer(qformer_tokenizer))
@@ -64,9 +69,10 @@ class VideoChat2Module(LightningModule):
         # from_pretrained returns the LLM in eval mode; training mode turns LoRA dropout on, as the original.
         self.model = VideoChat2(videochat2, vision, qformer, llm_model).train()
         if init_from:
-            states = [(path, strip_prefix(read_state_dict(path), "model.")) for path in init_from]
-            added = tuple(c for c in ADDED_AFTER_STAGE1 if not any(k.startswith(c) for _, st in states for k in st))
-            self.load_report = initialise(self.model, states, allowed_missing=FROM_LLM_DIRECTORY + added)
+            unused = (UNUSED_TEXT_PATH,) if not videochat2.qformer_text_input else ()
+            self.load_report = load_checkpoints(
+                self.model, init_from, (BASE_LLM, *unused), (FRESH_PROJECTION, FRESH_LORA), trust_checkpoint
+            )
             log.info(self.load_report.summary())
         else:
             self.load_report = None
@@ -86,7 +92,7 @@ class VideoChat2Module(LightningModule):
             raise ValueError(f"unknown trainable components {sorted(unknown)}; choose from {COMPONENTS}")
         for name, param in self.model.named_parameters():
             param.requires_grad_(component_of(name) in (*trainable, "lora"))
-            if not self.model.config.qformer_text_input and QFORMER_TEXT_PATH.match(name):
+            if not self.model.config.qformer_text_input and TEXT_PATH.match(name):
                 param.requires_grad_(False)
         counts = self.parameter_table()
         idle = [c for c in trainable if counts.get(c, (0, 0))[0] == 0 and c != "extra_query_tokens"]
@@ -111,6 +117,11 @@ class VideoChat2Module(LightningModule):
         out = self.model(**self.model_inputs(batch))
         self.log("train/loss", out["loss"], batch_size=batch["pixel_values"].shape[0], prog_bar=True)
         return out["loss"]
+
+    def on_fit_start(self) -> None:
+        """The load report goes into the run directory, beside config.yaml."""
+        if self.load_report is not None and self.trainer.is_global_zero:
+            self.load_report.write(Path(self.trainer.default_root_dir) / "load_report.json")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         keep = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
