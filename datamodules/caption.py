@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from lightning.pytorch import LightningDataModule
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from datamodules.common import build_corpus, prepare_synthetic, train_loader
+from datamodules.common import ResumableDataModule, build_corpus, load_entry, prepare_synthetic
 from videochat2.data.collators import CaptionCollator
-from videochat2.data.formats import load_caption_records
 from videochat2.data.media_dataset import MediaDataset
 from videochat2.data.transforms import FrameTransform
 from videochat2.data.video import FrameSampling
 from videochat2.models.tokenizers import load_qformer_tokenizer
 
 
-class CaptionDataModule(LightningDataModule):
+class CaptionDataModule(ResumableDataModule):
     def __init__(self, config: DictConfig, qformer_tokenizer: str, seed: int = 0) -> None:
         super().__init__()
         self.config = config
@@ -28,20 +26,22 @@ class CaptionDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         cfg = self.config
         self.collate = CaptionCollator(load_qformer_tokenizer(self.tokenizer_path), cfg.max_txt_len)
+        self.mix = build_corpus(cfg.corpora.caption, "caption")
         self.train_set = MediaDataset(
-            build_corpus(cfg.corpora.caption, load_caption_records),
+            self.mix.records,
             FrameSampling(cfg.num_frames, cfg.sample),
             FrameTransform(cfg.image_size, "train", cfg.normalization, cfg.crop_scale, cfg.hflip),
+            read_timeout_s=cfg.read_timeout_s,
         )
-        retrieval = cfg.corpora.retrieval
         self.val_set = MediaDataset(
-            load_caption_records(retrieval.annotation, retrieval.media_root, retrieval.media_type),
+            load_entry(cfg.corpora.retrieval, "retrieval"),
             FrameSampling(cfg.num_frames, cfg.sample_test),
             FrameTransform(cfg.image_size, "test", cfg.normalization),
+            read_timeout_s=cfg.read_timeout_s,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return train_loader(self.train_set, self.collate, self.config, self.seed, self.trainer)
+        return self.training_loader(self.train_set, self.mix, self.collate, self.config, self.seed)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(

@@ -1,14 +1,16 @@
-"""Pieces every DataModule shares: building the embedded data, corpora, the training loader."""
+"""Pieces every DataModule shares: the embedded data, the corpus registry, the resumable training loader."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import warnings
+from dataclasses import dataclass
 
+from lightning.pytorch import LightningDataModule
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
-from videochat2.data.formats import MediaRecord
+from videochat2.data.formats import DEFAULT_FORMAT, MediaRecord, load_records
 from videochat2.data.mixing import MediaTypeBatchSampler
 
 log = logging.getLogger(__name__)
@@ -22,36 +24,95 @@ def prepare_synthetic(config: DictConfig) -> None:
         build(config.root, **config.synthetic)
 
 
-def build_corpus(entries, load: Callable[..., list[MediaRecord]]) -> list[MediaRecord]:
-    """Concatenate the records of every corpus entry and log one line per corpus."""
-    records: list[MediaRecord] = []
-    loaded = [(entry, load(entry.annotation, entry.media_root, entry.media_type)) for entry in entries]
-    total = sum(len(r) for _, r in loaded) or 1
-    for entry, corpus in loaded:
+@dataclass
+class Mix:
+    """The records of every corpus of a task, which corpus each came from, and the corpus weights."""
+
+    records: list[MediaRecord]
+    corpus_ids: list[int]
+    weights: list[float] | None
+
+
+def load_entry(entry: DictConfig, task: str) -> list[MediaRecord]:
+    """One corpus entry `{name, annotation, media_root, media_type, format?, reader?, weight?}`."""
+    return load_records(
+        entry.annotation, entry.media_root, entry.media_type,
+        format=entry.get("format") or DEFAULT_FORMAT[task], reader=entry.get("reader") or "decord",
+        corpus=entry.get("name", ""),
+    )
+
+
+def build_corpus(entries, task: str) -> Mix:
+    """Load every corpus entry of a task and log one line per corpus (records, type, weight, share)."""
+    if not entries:
+        raise ValueError(f"data.corpora.{task} has no entries: add at least one corpus")
+    weights = [entry.get("weight") for entry in entries]
+    if any(w is None for w in weights) and any(w is not None for w in weights):
+        raise ValueError(f"data.corpora.{task}: give every corpus a weight, or none (mixing by size)")
+    loaded = [load_entry(entry, task) for entry in entries]
+    sizes = [len(records) for records in loaded]
+    shares = [float(w) for w in weights] if weights[0] is not None else [float(n) for n in sizes]
+    total = sum(shares) or 1.0
+    for entry, size, share in zip(entries, sizes, shares):
+        weight = entry.get("weight")
         log.info(
-            "corpus %-24s %7d records  %-5s  %5.1f%% of the mix",
-            entry.name, len(corpus), entry.media_type, 100 * len(corpus) / total,
+            "corpus %-24s %9d records  %-5s  weight %-8s %5.1f%% of the mix",
+            entry.name, size, entry.media_type, "size" if weight is None else f"{weight:g}", 100 * share / total,
         )
-        records.extend(corpus)
-    return records
+    return Mix(
+        records=[r for records in loaded for r in records],
+        corpus_ids=[c for c, size in enumerate(sizes) for _ in range(size)],
+        weights=None if weights[0] is None else shares,
+    )
 
 
-def train_loader(dataset: Dataset, collate, config: DictConfig, seed: int, trainer) -> DataLoader:
-    """Homogeneous media-type batches, sharded by rank, in an order all ranks share."""
-    sampler = MediaTypeBatchSampler(
-        dataset.media_types,
-        config.batch_size,
-        seed=seed,
-        rank=trainer.global_rank if trainer else 0,
-        world_size=trainer.world_size if trainer else 1,
-    )
-    return DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=config.num_workers,
-        collate_fn=collate,
-        persistent_workers=config.num_workers > 0,
-    )
+# Lightning warns that a mid-epoch resume is unreliable unless the DataLoader itself has a state_dict;
+# here the DataModule carries the sampler's state instead (see ResumableDataModule).
+_NOT_RESUMABLE_WARNING = "You're resuming from a checkpoint that ended before the epoch ended"
+
+
+class ResumableDataModule(LightningDataModule):
+    """A DataModule whose training order continues exactly where a checkpoint left it.
+
+    The checkpoint holds the sampler's state (`state_dict` below, saved by Lightning with the
+    DataModule), with the number of batches the training loop has processed in the epoch as its
+    position. The loader's own count would not do: Lightning fetches a batch ahead and workers
+    prefetch more, and Lightning reloads a loader's own state only when the loader was not built
+    early (it is, when a scheduler asks for `trainer.estimated_stepping_batches`).
+    """
+
+    sampler: MediaTypeBatchSampler | None = None
+    _resume_state: dict | None = None
+
+    def training_loader(self, dataset: Dataset, mix: Mix, collate, config: DictConfig, seed: int) -> DataLoader:
+        """Homogeneous media-type batches, sharded by rank, in an order all ranks share."""
+        trainer = self.trainer
+        self.sampler = MediaTypeBatchSampler(
+            [r.media_type for r in mix.records], config.batch_size, seed=seed,
+            rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1,
+            corpus_ids=mix.corpus_ids, weights=mix.weights,
+        )
+        if self._resume_state is not None:
+            self.sampler.load_state_dict(self._resume_state)
+            warnings.filterwarnings("ignore", message=_NOT_RESUMABLE_WARNING)
+            self._resume_state = None
+        return DataLoader(
+            dataset,
+            batch_sampler=self.sampler,
+            num_workers=config.num_workers,
+            collate_fn=collate,
+            persistent_workers=config.num_workers > 0,
+        )
+
+    def state_dict(self) -> dict:
+        if self.sampler is None or self.trainer is None:
+            return {}
+        state = self.sampler.state_dict()
+        state["position"] = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"train_sampler": state}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._resume_state = state_dict.get("train_sampler")
 
 
 def prepare_embedded_llm(config: DictConfig, llm: DictConfig) -> None:

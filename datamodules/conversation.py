@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 from hydra.utils import instantiate
-from lightning.pytorch import LightningDataModule
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from datamodules.common import build_corpus, prepare_embedded_llm, prepare_synthetic, train_loader
+from datamodules.common import ResumableDataModule, build_corpus, prepare_embedded_llm, prepare_synthetic
 from videochat2.data.collators import ConversationCollator
-from videochat2.data.formats import load_caption_records, load_instruction_records
 from videochat2.data.media_dataset import MediaDataset
 from videochat2.data.transforms import FrameTransform
 from videochat2.data.video import FrameSampling
 from videochat2.models.llm import load_tokenizer
 from videochat2.models.tokenizers import load_qformer_tokenizer
 
-LOADERS = {"caption": load_caption_records, "instruction": load_instruction_records}
+TASKS = ("caption", "instruction")
 
 
-class ConversationDataModule(LightningDataModule):
+class ConversationDataModule(ResumableDataModule):
     def __init__(
         self,
         config: DictConfig,
@@ -29,8 +27,8 @@ class ConversationDataModule(LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if config.task not in LOADERS:
-            raise ValueError(f"data.task must be one of {sorted(LOADERS)} for stages 2-3, got {config.task!r}")
+        if config.task not in TASKS:
+            raise ValueError(f"data.task must be one of {TASKS} for stages 2-3, got {config.task!r}")
         self.config = config
         self.llm = llm
         self.llm_tokenizer = llm_tokenizer
@@ -50,11 +48,13 @@ class ConversationDataModule(LightningDataModule):
             load_qformer_tokenizer(self.qformer_tokenizer) if self.qformer_tokenizer else None,
             cfg.qformer_max_txt_len,
         )
+        self.mix = build_corpus(cfg.corpora[cfg.task], cfg.task)
         self.train_set = MediaDataset(
-            build_corpus(cfg.corpora[cfg.task], LOADERS[cfg.task]),
+            self.mix.records,
             FrameSampling(cfg.num_frames, cfg.sample),
             FrameTransform(cfg.image_size, "train", cfg.normalization, cfg.crop_scale, cfg.hflip),
+            read_timeout_s=cfg.read_timeout_s,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return train_loader(self.train_set, self.collate, self.config, self.seed, self.trainer)
+        return self.training_loader(self.train_set, self.mix, self.collate, self.config, self.seed)

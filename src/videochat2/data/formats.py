@@ -1,18 +1,36 @@
 """Annotation files -> one normalised record type.
 
-VideoChat2 pretraining JSON is a list of `{"video"|"image": relpath, "caption": str}`; instruction
-JSON is a list of `{"video"|"image": relpath, "QA": [{"i", "q", "a"}], "start"?, "end"?}`. Paths
-are relative to the corpus' media root. A malformed record is an error that names the file and the
-record index, so a bad annotation never turns into silently missing training data.
+Supported formats (the `format` of a corpus entry):
+
+- `videochat2_caption`: VideoChat2 pretraining, a list of `{"video"|"image": relpath, "caption": str}`.
+- `videochat2_instruction`: VideoChat2 instruction data, a list of
+  `{"video"|"image": relpath, "QA": [{"i", "q", "a"}], "start"?, "end"?}`.
+- `llava`: LLaVA-style conversations, `{"video"|"image": relpath, "conversations": [{"from": "human"|"gpt",
+  "value": "<video>\\n..."}]}`; an optional leading `system` turn becomes the instruction.
+- `mvbench`: MVBench items `{"video", "question", "candidates", "answer", "start"?, "end"?}`, trained on as
+  one multiple-choice QA turn in the form the benchmark prompt asks for.
+
+Any of them may be a JSON list or JSONL (one record per line, chosen by the `.jsonl` suffix). Media paths
+are relative to the corpus' media root. A malformed record is an error that names the file and the record
+index, so a bad annotation never turns into silently missing training data.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from videochat2.data.qa_generation import LETTERS, format_answer, format_question
+from videochat2.eval.prompts import SYSTEM_PROMPT
+
 MEDIA_TYPES = ("video", "image")
+# Reader names users type in a corpus entry -> the video backend they select.
+READERS = {"decord": "decord", "pyav": "av"}
+# The instruction of MVBench-format training items: the benchmark's own system prompt.
+MVBENCH_INSTRUCTION = SYSTEM_PROMPT.strip()
 
 
 @dataclass(frozen=True)
@@ -25,6 +43,8 @@ class MediaRecord:
     qa: tuple[dict, ...] = field(default_factory=tuple)
     start: float | None = None
     end: float | None = None
+    reader: str = "decord"
+    corpus: str = ""
 
 
 class AnnotationError(ValueError):
@@ -33,14 +53,22 @@ class AnnotationError(ValueError):
 
 def _read_list(path: Path) -> list:
     try:
-        data = json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise AnnotationError(f"{path}: annotation file not found") from None
-    except json.JSONDecodeError as err:
-        raise AnnotationError(f"{path}: not valid JSON ({err})") from None
+    if path.suffix == ".jsonl":
+        return [_json(line, path, f"line {n}") for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    data = _json(text, path, "file")
     if not isinstance(data, list):
         raise AnnotationError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
     return data
+
+
+def _json(text: str, path: Path, where: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise AnnotationError(f"{path}: {where} is not valid JSON ({err})") from None
 
 
 def _media_path(item: object, path: Path, index: int, media_type: str, media_root: Path) -> str:
@@ -52,27 +80,11 @@ def _media_path(item: object, path: Path, index: int, media_type: str, media_roo
     return str(media_root / rel)
 
 
-def _load(path: str | Path, media_root: str | Path, media_type: str, parse) -> list[MediaRecord]:
-    """Records of one annotation file; `parse(item, path, index, media)` builds each record."""
-    if media_type not in MEDIA_TYPES:
-        raise AnnotationError(f"{path}: media_type must be one of {MEDIA_TYPES}, got {media_type!r}")
-    path, media_root = Path(path), Path(media_root)
-    return [
-        parse(item, path, index, _media_path(item, path, index, media_type, media_root), media_type)
-        for index, item in enumerate(_read_list(path))
-    ]
-
-
 def _caption_record(item: dict, path: Path, index: int, media: str, media_type: str) -> MediaRecord:
     caption = item.get("caption")
     if not isinstance(caption, str):
         raise AnnotationError(f"{path}: record {index} has no string 'caption'")
     return MediaRecord(media, media_type, caption=caption)
-
-
-def load_caption_records(path: str | Path, media_root: str | Path, media_type: str) -> list[MediaRecord]:
-    """Read a VideoChat2 pretraining file (`{"video"|"image", "caption"}` records)."""
-    return _load(path, media_root, media_type, _caption_record)
 
 
 def _qa_turns(item: dict, path: Path, index: int) -> tuple[dict, ...]:
@@ -91,7 +103,8 @@ def _bound(item: dict, path: Path, index: int) -> tuple[float | None, float | No
     start, end = item.get("start"), item.get("end")
     if start is None and end is None:
         return None, None
-    if not isinstance(start, (int, float)) or not isinstance(end, (int, float)) or end <= start:
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (start, end))
+    if not numbers or end <= start:
         raise AnnotationError(f"{path}: record {index} has invalid clip bounds start={start!r} end={end!r}")
     return float(start), float(end)
 
@@ -101,6 +114,95 @@ def _instruction_record(item: dict, path: Path, index: int, media: str, media_ty
     return MediaRecord(media, media_type, qa=_qa_turns(item, path, index), start=start, end=end)
 
 
+# LLaVA's media placeholders; our prompt templates place the media themselves.
+PLACEHOLDER = re.compile(r"\s*<(?:video|image)>\s*", re.IGNORECASE)
+
+
+def _llava_record(item: dict, path: Path, index: int, media: str, media_type: str) -> MediaRecord:
+    """Human/gpt turns paired into QA turns, the media placeholder removed from the human text."""
+    turns = item.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        raise AnnotationError(f"{path}: record {index} has no non-empty 'conversations' list")
+    for n, turn in enumerate(turns):
+        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+            raise AnnotationError(f"{path}: record {index}, conversation turn {n} has no string 'value'")
+    instruction, first = "", 0
+    if turns[0].get("from") == "system":
+        instruction, first = turns[0]["value"].strip(), 1
+    roles = [t.get("from") for t in turns[first:]]
+    expected = ["human", "gpt"] * (len(roles) // 2 + 1)
+    bad = next((n for n, role in enumerate(roles) if role != expected[n]), None)
+    if bad is not None or len(roles) % 2 or not roles:
+        where = f"turn {first + bad} is from {roles[bad]!r}" if bad is not None else f"{len(roles)} turns"
+        raise AnnotationError(
+            f"{path}: record {index}: conversations must alternate human/gpt turns, starting with human "
+            f"and ending with gpt ({where})"
+        )
+    qa = tuple(
+        {"i": "", "q": PLACEHOLDER.sub(" ", turns[n]["value"]).strip(), "a": turns[n + 1]["value"]}
+        for n in range(first, len(turns), 2)
+    )
+    qa[0]["i"] = instruction
+    return MediaRecord(media, media_type, qa=qa)
+
+
+def _mvbench_record(item: dict, path: Path, index: int, media: str, media_type: str) -> MediaRecord:
+    question, candidates, answer = item.get("question"), item.get("candidates"), item.get("answer")
+    if not isinstance(question, str):
+        raise AnnotationError(f"{path}: record {index} has no string 'question'")
+    if not isinstance(candidates, list) or not 2 <= len(candidates) <= len(LETTERS) or not all(
+        isinstance(c, str) for c in candidates
+    ):
+        raise AnnotationError(f"{path}: record {index}: 'candidates' must be a list of 2-{len(LETTERS)} strings")
+    if answer not in candidates:
+        raise AnnotationError(f"{path}: record {index}: 'answer' {answer!r} is not one of the candidates")
+    start, end = _bound(item, path, index)
+    question, answer = format_question(question, candidates), format_answer(candidates, answer)
+    turn = {"i": MVBENCH_INSTRUCTION, "q": question, "a": answer}
+    return MediaRecord(media, media_type, qa=(turn,), start=start, end=end)
+
+
+Parser = Callable[[dict, Path, int, str, str], MediaRecord]
+FORMATS: dict[str, Parser] = {
+    "videochat2_caption": _caption_record,
+    "videochat2_instruction": _instruction_record,
+    "llava": _llava_record,
+    "mvbench": _mvbench_record,
+}
+# The format a corpus entry has when it names none, by the task it serves.
+DEFAULT_FORMAT = {
+    "caption": "videochat2_caption", "instruction": "videochat2_instruction", "retrieval": "videochat2_caption",
+}
+
+
+def load_records(
+    path: str | Path,
+    media_root: str | Path,
+    media_type: str,
+    format: str = "videochat2_caption",
+    reader: str = "decord",
+    corpus: str = "",
+) -> list[MediaRecord]:
+    """Every record of one annotation file in one of FORMATS, tagged with its video reader and corpus."""
+    if media_type not in MEDIA_TYPES:
+        raise AnnotationError(f"{path}: media_type must be one of {MEDIA_TYPES}, got {media_type!r}")
+    if format not in FORMATS:
+        raise AnnotationError(f"{path}: format must be one of {sorted(FORMATS)}, got {format!r}")
+    if reader not in READERS:
+        raise AnnotationError(f"{path}: reader must be one of {sorted(READERS)}, got {reader!r}")
+    path, media_root, parse = Path(path), Path(media_root), FORMATS[format]
+    records = []
+    for index, item in enumerate(_read_list(path)):
+        record = parse(item, path, index, _media_path(item, path, index, media_type, media_root), media_type)
+        records.append(replace(record, reader=READERS[reader], corpus=corpus))
+    return records
+
+
+def load_caption_records(path: str | Path, media_root: str | Path, media_type: str) -> list[MediaRecord]:
+    """Read a VideoChat2 pretraining file (`{"video"|"image", "caption"}` records)."""
+    return load_records(path, media_root, media_type, "videochat2_caption")
+
+
 def load_instruction_records(path: str | Path, media_root: str | Path, media_type: str) -> list[MediaRecord]:
     """Read a VideoChat2 instruction file (`{"video"|"image", "QA": [{"i", "q", "a"}], "start"?, "end"?}`)."""
-    return _load(path, media_root, media_type, _instruction_record)
+    return load_records(path, media_root, media_type, "videochat2_instruction")
