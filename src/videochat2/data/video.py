@@ -5,6 +5,7 @@ reader, opened inside the worker, since readers shared across processes deadlock
 returns the same pixels faster: it decodes each group of targets from its keyframe and skips the
 non-reference frames no target depends on (see `_decode_sparse`). Frame folders (`00001.jpg`, ...) and GIFs are read with PIL. Every failure is a
 `MediaReadError` naming the file, so the data pipeline can count and replace the sample.
+Video files, gifs and images may also be given as binary file objects (media read from shards).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import bisect
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -31,6 +33,8 @@ FRAME_FOLDER_FPS = 3.0
 GIF_FPS = 25.0
 # The official MVBench evaluator's index rule (frame_indices.official_mvbench_indices).
 MVBENCH_SAMPLE = "mvbench"
+# A file on disk, or its bytes as a binary file object.
+Media = str | Path | BinaryIO
 
 
 class MediaReadError(RuntimeError):
@@ -88,7 +92,7 @@ class FrameSampling:
 
 
 def read_video(
-    path: str | Path,
+    path: Media,
     sampling: FrameSampling,
     rng: random.Random | None = None,
     bound: tuple[float, float] | None = None,
@@ -103,7 +107,9 @@ def read_video(
     raise ValueError(f"video backend must be 'decord' or 'av', got {backend!r}")
 
 
-def _existing(path: str | Path) -> Path:
+def _existing(path: Media) -> Path | BinaryIO:
+    if not isinstance(path, (str, Path)):
+        return path
     path = Path(path)
     if not path.exists():
         raise MediaReadError(f"{path}: file not found")
@@ -112,11 +118,15 @@ def _existing(path: str | Path) -> Path:
     return path
 
 
+def _source(path: Path | BinaryIO) -> str | BinaryIO:
+    return str(path) if isinstance(path, Path) else path
+
+
 def _read_decord(path: Path, sampling: FrameSampling, rng, bound) -> torch.Tensor:
     import decord
 
     try:
-        reader = decord.VideoReader(str(path), num_threads=1)
+        reader = decord.VideoReader(_source(path), num_threads=1)
         vlen, fps = len(reader), float(reader.get_avg_fps())
         if vlen < 1:
             raise MediaReadError(f"{path}: no decodable frames")
@@ -134,7 +144,7 @@ def _read_av(path: Path, sampling: FrameSampling, rng, bound) -> torch.Tensor:
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with av.open(_source(path)) as container:
             stream = container.streams.video[0]
             stream.codec_context.thread_count = 1
             pts, keyframes = _packet_index(container, stream)
@@ -214,7 +224,7 @@ def read_frame_folder(
 
 
 def read_gif(
-    path: str | Path, sampling: FrameSampling, rng: random.Random | None = None, bound=None, fps: float = GIF_FPS
+    path: Media, sampling: FrameSampling, rng: random.Random | None = None, bound=None, fps: float = GIF_FPS
 ) -> torch.Tensor:
     """An animated GIF, assumed to run at 25 fps as in the original."""
     path = _existing(path)
@@ -230,7 +240,7 @@ def read_gif(
     return torch.from_numpy(np.stack([frames[i] for i in indices]))
 
 
-def read_image(path: str | Path) -> torch.Tensor:
+def read_image(path: Media) -> torch.Tensor:
     """A still image as a one-frame clip [1, H, W, 3]."""
     path = _existing(path)
     try:
@@ -241,7 +251,7 @@ def read_image(path: str | Path) -> torch.Tensor:
 
 
 def read_media(
-    path: str | Path,
+    path: Media,
     media_type: str,
     sampling: FrameSampling,
     rng: random.Random | None = None,

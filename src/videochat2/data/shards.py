@@ -1,0 +1,282 @@
+"""Streaming shards: annotation records + media files <-> WebDataset-style tar shards.
+
+    python -m videochat2.data.shards --annotation A --media-root R --media-type video --out DIR \\
+        [--format videochat2_caption] [--shard-size 256MB]
+
+A shard is a plain tar in the WebDataset layout: each sample is two members sharing a key,
+`<key>.<ext>` (the media file's bytes, its own extension) and `<key>.json` (the parsed record:
+caption or QA turns, clip bounds, reader, corpus, the original path), so a shard reads with
+`webdataset` as well as here. The records are parsed once, by the same loaders as the file-based
+path, so a shard sample is the file-based sample's record with its media read from bytes: the same
+record gives the same frames. Media that cannot be read at conversion are skipped, counted and
+listed in `<out>/skipped.txt`; `<out>/shards.json` lists the shards and their sample counts.
+
+Reading (`ShardStream`) splits shards by rank and DataLoader worker: every shard read once per
+epoch by exactly one (rank, worker), or, with `resampled=True`, every (rank, worker) draws shards
+at random from its own seed forever and the epoch is cut at a fixed number of batches, the same on
+every rank, which is what DDP needs (ranks never run out at different steps). Written with the
+standard library's tarfile: it gives exact control over the split and the seeds, which the
+equality and split tests pin down, and adds no dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import json
+import random
+import re
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from torch.utils.data import IterableDataset, get_worker_info
+
+from videochat2.data.formats import MediaRecord
+from videochat2.data.transforms import FrameTransform
+from videochat2.data.video import FrameSampling, MediaReadError, read_media
+
+INDEX = "shards.json"
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMG]?)B?", re.IGNORECASE)
+_BRACE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+
+
+def parse_size(text: str | int) -> int:
+    """`256MB`, `1.5GB`, `500K` or a byte count -> bytes (powers of 1000, as file sizes are shown)."""
+    match = _SIZE.fullmatch(str(text).strip())
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"shard size must look like 256MB, 1GB or a byte count, got {text!r}")
+    return int(float(match.group(1)) * 1000 ** " KMG".index(match.group(2).upper() or " "))
+
+
+def expand_shards(spec: str | Path) -> list[str]:
+    """A shard directory (its `*.tar`, sorted) or a brace pattern `dir/part-{000000..000127}.tar`."""
+    spec = str(spec)
+    match = _BRACE.search(spec)
+    if match:
+        lo, hi = match.groups()
+        width = len(lo)
+        return [
+            name for i in range(int(lo), int(hi) + 1)
+            for name in expand_shards(spec[: match.start()] + str(i).zfill(width) + spec[match.end() :])
+        ]
+    path = Path(spec)
+    if path.is_dir():
+        shards = sorted(str(p) for p in path.glob("*.tar"))
+        if not shards:
+            raise FileNotFoundError(f"{path}: no .tar shards in this directory")
+        return shards
+    return [spec]
+
+
+# ---------------------------------------------------------------- writing
+
+
+def record_to_json(record: MediaRecord) -> bytes:
+    return json.dumps(asdict(record), ensure_ascii=False).encode()
+
+
+def record_from_json(data: bytes) -> MediaRecord:
+    item = json.loads(data)
+    known = {f.name for f in fields(MediaRecord)}
+    item = {k: v for k, v in item.items() if k in known}
+    item["qa"] = tuple(item.get("qa") or ())
+    return MediaRecord(**item)
+
+
+class ShardWriter:
+    """Appends samples to `<prefix>-000000.tar`, ... and starts a new shard before one would pass `max_bytes`."""
+
+    def __init__(self, out: Path, max_bytes: int, prefix: str = "shard") -> None:
+        self.out, self.max_bytes, self.prefix = out, max_bytes, prefix
+        self.counts: list[int] = []
+        self._tar: tarfile.TarFile | None = None
+        self._bytes = 0
+        out.mkdir(parents=True, exist_ok=True)
+
+    def add(self, key: str, members: dict[str, bytes]) -> None:
+        size = sum(512 + len(data) + 511 for data in members.values())
+        if self._tar is None or (self._bytes + size > self.max_bytes and self.counts[-1] > 0):
+            self._open_next()
+        for ext, data in members.items():
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size = len(data)
+            self._tar.addfile(info, io.BytesIO(data))
+        self._bytes += size
+        self.counts[-1] += 1
+
+    def _open_next(self) -> None:
+        self.close()
+        self._tar = tarfile.open(self.out / f"{self.prefix}-{len(self.counts):06d}.tar", "w")
+        self.counts.append(0)
+        self._bytes = 0
+
+    def close(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+            self._tar = None
+
+    def names(self) -> list[str]:
+        return [f"{self.prefix}-{i:06d}.tar" for i in range(len(self.counts))]
+
+
+def write_shards(records: list[MediaRecord], out: str | Path, shard_size: str | int = "256MB") -> dict:
+    """Pack each record with its media bytes; unreadable media are skipped and listed, never lost silently."""
+    out = Path(out)
+    writer = ShardWriter(out, parse_size(shard_size))
+    skipped: list[str] = []
+    for index, record in enumerate(records):
+        media = Path(record.path)
+        if not media.is_file() or media.stat().st_size == 0:
+            skipped.append(f"{record.path}: {'empty file' if media.is_file() else 'not a file'}")
+            continue
+        ext = media.suffix.lstrip(".").lower() or "bin"
+        writer.add(f"{index:09d}", {ext: media.read_bytes(), "json": record_to_json(record)})
+    writer.close()
+    summary = {"shards": dict(zip(writer.names(), writer.counts)), "samples": sum(writer.counts),
+               "skipped": len(skipped)}
+    (out / INDEX).write_text(json.dumps(summary, indent=1))
+    (out / "skipped.txt").write_text("".join(line + "\n" for line in skipped))
+    return summary
+
+
+# ---------------------------------------------------------------- reading
+
+
+def iter_shard(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {ext: bytes}) per sample, in tar order; members of one sample are adjacent."""
+    key, members = None, {}
+    with tarfile.open(path, "r|") as tar:
+        for info in tar:
+            if not info.isfile():
+                continue
+            name = Path(info.name).name
+            sample_key, _, ext = name.partition(".")
+            if sample_key != key and members:
+                yield key, members
+                members = {}
+            key = sample_key
+            members[ext] = tar.extractfile(info).read()
+    if members:
+        yield key, members
+
+
+def split_for(shards: list[str], rank: int, world_size: int, worker: int, num_workers: int) -> list[str]:
+    """The shards (rank, worker) reads once per epoch: disjoint across all of them, together complete."""
+    stream, streams = rank * num_workers + worker, world_size * num_workers
+    return shards[stream::streams]
+
+
+class ShardStream(IterableDataset):
+    """Batches (lists of samples, one media type each) streamed from shards.
+
+    Samples are the dicts `MediaDataset` gives (`pixel_values`, `record`, `idx`, `media_type`,
+    `skipped`), so the same collators batch them; `idx` numbers samples in the stream. Unreadable
+    media are skipped and reported with the next sample, like the file-based path.
+    """
+
+    def __init__(
+        self,
+        shards: list[str],
+        sampling: FrameSampling,
+        transform: FrameTransform,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        resampled: bool = False,
+        epoch_batches: int | None = None,
+        read: Callable = read_media,
+        max_retries: int = 10,
+    ) -> None:
+        if resampled and not epoch_batches:
+            raise ValueError("a resampled shard stream needs epoch_batches (it never ends on its own)")
+        if not shards:
+            raise ValueError("no shards to stream from")
+        self.shards, self.sampling, self.transform = list(shards), sampling, transform
+        self.batch_size, self.rank, self.world_size, self.seed = batch_size, rank, world_size, seed
+        self.resampled, self.epoch_batches, self.read = resampled, epoch_batches, read
+        self.max_retries = max_retries
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        if self.epoch_batches is None:
+            raise TypeError("a shard stream read once per epoch has no length known in advance")
+        return self.epoch_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[dict]]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
+        epoch, self.epoch = self.epoch, self.epoch + 1  # persistent workers keep counting epochs
+        stream = f"{self.seed}:{epoch}:{self.rank}:{worker}"
+        if self.resampled:
+            rng = random.Random(stream)
+            names = (rng.choice(self.shards) for _ in itertools.count())
+        else:
+            names = iter(split_for(self.shards, self.rank, self.world_size, worker, num_workers))
+        batches = self._batches(self._samples(names, stream))
+        if self.epoch_batches is not None:
+            share = self.epoch_batches // num_workers + (worker < self.epoch_batches % num_workers)
+            batches = itertools.islice(batches, share)
+        yield from batches
+
+    def _samples(self, names: Iterator[str], stream: str) -> Iterator[dict]:
+        skipped: list[str] = []
+        for index, (shard, key, members) in enumerate((s, k, m) for s in names for k, m in iter_shard(s)):
+            record = record_from_json(members.pop("json"))
+            rng = random.Random(f"{stream}:{index}")
+            try:
+                (data,) = members.values()
+                frames = self.read(io.BytesIO(data), record.media_type, self.sampling, rng, _bound(record),
+                                   record.reader)
+            except Exception as err:  # one bad sample, reported, never a dead worker
+                skipped.append(f"{record.path} ({Path(shard).name}/{key}): {err}".splitlines()[0])
+                if len(skipped) >= self.max_retries:
+                    raise MediaReadError(f"{len(skipped)} unreadable samples in a row; last: {skipped[-1]}") from None
+                continue
+            yield {"pixel_values": self.transform(frames, rng), "record": record, "idx": index,
+                   "media_type": record.media_type, "skipped": skipped}
+            skipped = []
+
+    def _batches(self, samples: Iterator[dict]) -> Iterator[list[dict]]:
+        """Full batches of one media type, in the order they fill up."""
+        buckets: dict[str, list[dict]] = {}
+        for sample in samples:
+            bucket = buckets.setdefault(sample["media_type"], [])
+            bucket.append(sample)
+            if len(bucket) == self.batch_size:
+                yield bucket
+                buckets[sample["media_type"]] = []
+
+
+def _bound(record: MediaRecord) -> tuple[float, float] | None:
+    return (record.start, record.end) if record.start is not None else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    from videochat2.data.formats import load_records
+
+    parser = argparse.ArgumentParser(description="Pack an annotation file and its media into tar shards.")
+    parser.add_argument("--annotation", required=True, help="annotation JSON / JSONL file")
+    parser.add_argument("--media-root", required=True, help="directory the annotation's media paths are relative to")
+    parser.add_argument("--media-type", required=True, choices=["video", "image"])
+    parser.add_argument("--format", default="videochat2_caption", help="annotation format (see videochat2.data.formats)")
+    parser.add_argument("--reader", default="decord", help="video reader recorded with each sample (decord | pyav)")
+    parser.add_argument("--corpus", default="", help="corpus name recorded with each sample")
+    parser.add_argument("--out", required=True, help="output directory for the shards")
+    parser.add_argument("--shard-size", default="256MB", help="target shard size, e.g. 256MB or 1GB")
+    args = parser.parse_args(argv)
+    records = load_records(args.annotation, args.media_root, args.media_type, format=args.format,
+                           reader=args.reader, corpus=args.corpus)
+    summary = write_shards(records, args.out, args.shard_size)
+    print(f"{summary['samples']} samples in {len(summary['shards'])} shards under {args.out}; "
+          f"{summary['skipped']} skipped (listed in skipped.txt)")
+
+
+if __name__ == "__main__":
+    main()
