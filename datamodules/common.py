@@ -87,6 +87,15 @@ class ResumableDataModule(LightningDataModule):
     def training_loader(self, dataset: Dataset, mix: Mix, collate, config: DictConfig, seed: int) -> DataLoader:
         """Homogeneous media-type batches, sharded by rank, in an order all ranks share."""
         trainer = self.trainer
+        streaming = config.get("streaming")
+        if streaming and streaming.get("shards"):
+            # Streaming hook: training samples come from tar shards instead (videochat2.data.shards).
+            from videochat2.data.shards import stream_loader
+
+            return stream_loader(
+                streaming.shards, streaming.get("epoch_samples"), dataset, collate, config.batch_size,
+                config.num_workers, seed, trainer.global_rank if trainer else 0, trainer.world_size if trainer else 1,
+            )
         self.sampler = MediaTypeBatchSampler(
             [r.media_type for r in mix.records], config.batch_size, seed=seed,
             rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from tests.conftest import ramp_frames, write_video
+from tests.conftest import REPO, ramp_frames, run_script, train_overrides, write_video
 from videochat2.data.formats import load_records
 from videochat2.data.media_dataset import MediaDataset
 from videochat2.data.shards import ShardStream, expand_shards, main, parse_size, split_for
@@ -130,3 +132,21 @@ def test_image_shards_and_size_and_pattern_parsing(tmp_path):
     assert parse_size("256MB") == 256_000_000 and parse_size("1.5GB") == 1_500_000_000 and parse_size(4096) == 4096
     with pytest.raises(ValueError, match="shard size"):
         parse_size("lots")
+
+
+@pytest.mark.slow
+def test_train_reads_shards_when_streaming_is_configured(dirs, tmp_path):
+    """`python -m videochat2.data.shards` on the set's video captions, then stage 1 streams from them."""
+    root = dirs["data"] / "synthetic"
+    result = subprocess.run(
+        [sys.executable, "-m", "videochat2.data.shards", "--annotation", str(root / "annotations/pretrain_video.json"),
+         "--media-root", str(root / "videos"), "--media-type", "video", "--out", str(tmp_path / "shards"),
+         "--shard-size", "100KB"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(expand_shards(tmp_path / "shards")) >= 2
+    run_script("train.py", *train_overrides(dirs, run="streamed", steps=3), f"data.streaming.shards={tmp_path / 'shards'}",
+               "data.streaming.epoch_samples=12", "data.sample=rand_keyframe")
+    summary = json.loads((dirs["out"] / "streamed" / "stage1" / "summary.json").read_text())
+    assert summary["finished"] and summary["steps"] == 3 and summary["skipped_media"] == 0

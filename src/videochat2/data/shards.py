@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from videochat2.data.formats import MediaRecord
 from videochat2.data.transforms import FrameTransform
@@ -252,6 +252,37 @@ class ShardStream(IterableDataset):
             if len(bucket) == self.batch_size:
                 yield bucket
                 buckets[sample["media_type"]] = []
+
+
+def stream_loader(
+    shards: str,
+    epoch_samples: int | None,
+    dataset,
+    collate: Callable,
+    batch_size: int,
+    num_workers: int,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
+    """The training loader of `data.streaming`: the file-based `dataset`'s sampling and transform, shard input.
+
+    With `epoch_samples` the streams are resampled and every rank takes `epoch_samples / (ranks x
+    batch_size)` batches per epoch; without, each shard is read once per epoch, which leaves ranks
+    with different batch counts, so more than one rank needs `epoch_samples`.
+    """
+    if epoch_samples is None and world_size > 1:
+        raise ValueError("data.streaming.epoch_samples is required with more than one rank "
+                         "(shards read once per epoch give the ranks different numbers of batches)")
+    epoch_batches = epoch_samples // (world_size * batch_size) if epoch_samples is not None else None
+    if epoch_batches is not None and epoch_batches < 1:
+        raise ValueError(f"data.streaming.epoch_samples={epoch_samples} is less than one batch per rank")
+    stream = ShardStream(
+        expand_shards(shards), dataset.sampling, dataset.transform, batch_size, rank=rank, world_size=world_size,
+        seed=seed, resampled=epoch_batches is not None, epoch_batches=epoch_batches,
+    )
+    return DataLoader(stream, batch_size=None, num_workers=num_workers, collate_fn=collate,
+                      persistent_workers=num_workers > 0)
 
 
 def _bound(record: MediaRecord) -> tuple[float, float] | None:
