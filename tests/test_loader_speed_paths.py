@@ -94,6 +94,8 @@ def test_rand_keyframe_on_a_video_reads_keyframes(bframe_clip):
     sampling = FrameSampling(6, "rand_keyframe")
     indices = sampling.indices(90, 15.0, random.Random(0), keyframes=list(range(0, 90, GOP)))
     assert indices == list(range(0, 90, GOP))  # six segments of 15 frames, one keyframe each
+    clipped = sampling.indices(90, 15.0, random.Random(0), bound=(1.0, 5.0), keyframes=list(range(0, 90, GOP)))
+    assert all(15 <= i < 75 for i in clipped) and {15, 30, 45, 60} <= set(clipped)  # the window's keyframes
     assert sampling.indices(90, 15.0, random.Random(0)) == FrameSampling(6, "rand").indices(90, 15.0, random.Random(0))
 
 
