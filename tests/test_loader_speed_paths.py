@@ -16,6 +16,7 @@ from PIL import Image
 
 from videochat2.data.frame_indices import SampleSpec, keyframe_segment_indices, parse_sample
 from videochat2.data.transforms import FrameTransform
+from tests.conftest import ramp_frames
 from videochat2.data.video import FrameSampling, MediaReadError, read_video
 
 GOP = 15
@@ -111,3 +112,17 @@ def test_uint8_resize_matches_pil_bicubic_resize_and_centre_crop():
     difference = (ours[0].permute(1, 2, 0) - torch.from_numpy(pil).float()).abs()
     assert ours.shape == (2, 3, 64, 64)
     assert difference.mean() < 0.05 and difference.max() <= 2.5
+
+
+def test_av_reader_decodes_streams_without_timestamps_in_order(tmp_path):
+    """A raw .h264 stream has no packet timestamps to seek by; the reader falls back to decoding all."""
+    path = tmp_path / "raw.h264"
+    with av.open(str(path), "w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for frame in ramp_frames(40):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    frames = read_video(path, FrameSampling(4, "middle"), backend="av")
+    assert np.allclose(frames[:, 0, 0, 0].numpy(), [32, 112, 192, 255], atol=3)  # frames 4, 14, 24, 34

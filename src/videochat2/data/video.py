@@ -140,20 +140,22 @@ def _read_decord(path: Path, sampling: FrameSampling, rng, bound) -> torch.Tenso
     return torch.from_numpy(np.ascontiguousarray(frames))
 
 
-def _read_av(path: Path, sampling: FrameSampling, rng, bound) -> torch.Tensor:
+def _read_av(path: Path | BinaryIO, sampling: FrameSampling, rng, bound) -> torch.Tensor:
     import av
 
     try:
         with av.open(_source(path)) as container:
             stream = container.streams.video[0]
             stream.codec_context.thread_count = 1
-            pts, keyframes = _packet_index(container, stream)
-            if not pts:
-                raise MediaReadError(f"{path}: no decodable frames")
             fps = float(stream.average_rate or 25)
-            key_indices = [bisect.bisect_left(pts, k) for k in keyframes]
-            indices = [min(i, len(pts) - 1) for i in sampling.indices(len(pts), fps, rng, bound, keyframes=key_indices)]
-            frames = _decode_sparse(container, stream, keyframes or pts[:1], [pts[i] for i in indices])
+            index = _packet_index(container, stream)
+            if index is not None:
+                pts, keyframes = index
+                key_indices = [bisect.bisect_left(pts, k) for k in keyframes]
+                indices = [min(i, len(pts) - 1) for i in sampling.indices(len(pts), fps, rng, bound, keyframes=key_indices)]
+                frames = _decode_sparse(container, stream, keyframes or pts[:1], [pts[i] for i in indices])
+        if index is None:  # no timestamps to seek by: decode everything, in order
+            return _read_av_sequential(path, sampling, rng, bound, fps)
     except MediaReadError:
         raise
     except Exception as err:
@@ -164,9 +166,29 @@ def _read_av(path: Path, sampling: FrameSampling, rng, bound) -> torch.Tensor:
     return torch.from_numpy(np.stack([frames[pts[i]] for i in indices]))
 
 
-def _packet_index(container, stream) -> tuple[list[int], list[int]]:
-    """Presentation times of all frames (display order) and of the keyframes; demuxing only."""
-    packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.pts is not None]
+def _read_av_sequential(path: Path | BinaryIO, sampling: FrameSampling, rng, bound, fps: float) -> torch.Tensor:
+    import av
+
+    if not isinstance(path, Path):
+        path.seek(0)
+    with av.open(_source(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    if not frames:
+        raise MediaReadError(f"{path}: no decodable frames")
+    indices = [min(i, len(frames) - 1) for i in sampling.indices(len(frames), fps, rng, bound)]
+    return torch.from_numpy(np.stack([frames[i] for i in indices]))
+
+
+def _packet_index(container, stream) -> tuple[list[int], list[int]] | None:
+    """Presentation times of all frames (display order) and of the keyframes, by demuxing only.
+
+    None when some packet has no timestamp (raw streams, some AVIs): then nothing can be sought.
+    """
+    packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size]
+    if not packets:
+        raise MediaReadError("no video packets")
+    if any(t is None for t, _ in packets):
+        return None
     return sorted(t for t, _ in packets), sorted(t for t, key in packets if key)
 
 
