@@ -35,6 +35,7 @@ from pathlib import Path
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from videochat2.data.formats import MediaRecord
+from videochat2.data.media_dataset import read_with_deadline
 from videochat2.data.transforms import FrameTransform
 from videochat2.data.video import FrameSampling, MediaReadError, read_media
 
@@ -174,7 +175,8 @@ class ShardStream(IterableDataset):
 
     Samples are the dicts `MediaDataset` gives (`pixel_values`, `record`, `idx`, `media_type`,
     `skipped`), so the same collators batch them; `idx` numbers samples in the stream. Unreadable
-    media are skipped and reported with the next sample, like the file-based path.
+    media (or reads longer than `read_timeout_s`) are skipped and reported with the next sample, like
+    the file-based path.
     """
 
     def __init__(
@@ -190,6 +192,7 @@ class ShardStream(IterableDataset):
         epoch_batches: int | None = None,
         read: Callable = read_media,
         max_retries: int = 10,
+        read_timeout_s: float | None = None,
     ) -> None:
         if resampled and not epoch_batches:
             raise ValueError("a resampled shard stream needs epoch_batches (it never ends on its own)")
@@ -198,7 +201,7 @@ class ShardStream(IterableDataset):
         self.shards, self.sampling, self.transform = list(shards), sampling, transform
         self.batch_size, self.rank, self.world_size, self.seed = batch_size, rank, world_size, seed
         self.resampled, self.epoch_batches, self.read = resampled, epoch_batches, read
-        self.max_retries = max_retries
+        self.max_retries, self.read_timeout_s = max_retries, read_timeout_s
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -232,8 +235,11 @@ class ShardStream(IterableDataset):
             rng = random.Random(f"{stream}:{index}")
             try:
                 (data,) = members.values()
-                frames = self.read(io.BytesIO(data), record.media_type, self.sampling, rng, _bound(record),
-                                   record.reader)
+                frames = read_with_deadline(
+                    lambda: self.read(io.BytesIO(data), record.media_type, self.sampling, rng, _bound(record),
+                                      record.reader),
+                    self.read_timeout_s, record.path,
+                )
             except Exception as err:  # one bad sample, reported, never a dead worker
                 skipped.append(f"{record.path} ({Path(shard).name}/{key}): {err}".splitlines()[0])
                 if len(skipped) >= self.max_retries:
@@ -279,7 +285,8 @@ def stream_loader(
         raise ValueError(f"data.streaming.epoch_samples={epoch_samples} is less than one batch per rank")
     stream = ShardStream(
         expand_shards(shards), dataset.sampling, dataset.transform, batch_size, rank=rank, world_size=world_size,
-        seed=seed, resampled=epoch_batches is not None, epoch_batches=epoch_batches,
+        seed=seed, resampled=epoch_batches is not None, epoch_batches=epoch_batches, read=dataset.read,
+        read_timeout_s=dataset.read_timeout_s,
     )
     return DataLoader(stream, batch_size=None, num_workers=num_workers, collate_fn=collate,
                       persistent_workers=num_workers > 0)
