@@ -25,6 +25,7 @@ import argparse
 import io
 import itertools
 import json
+import logging
 import random
 import re
 import tarfile
@@ -38,6 +39,8 @@ from videochat2.data.formats import MediaRecord
 from videochat2.data.media_dataset import read_with_deadline
 from videochat2.data.transforms import FrameTransform
 from videochat2.data.video import FrameSampling, MediaReadError, read_media
+
+log = logging.getLogger(__name__)
 
 INDEX = "shards.json"
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMG]?)B?", re.IGNORECASE)
@@ -283,8 +286,12 @@ def stream_loader(
     epoch_batches = epoch_samples // (world_size * batch_size) if epoch_samples is not None else None
     if epoch_batches is not None and epoch_batches < 1:
         raise ValueError(f"data.streaming.epoch_samples={epoch_samples} is less than one batch per rank")
+    names = expand_shards(shards)
+    log.info("training samples stream from %d shards (%s), %s; the corpora's media files are not read",
+             len(names), shards, f"{epoch_batches} batches per rank and epoch, resampled" if epoch_batches
+             else "each shard once per epoch")
     stream = ShardStream(
-        expand_shards(shards), dataset.sampling, dataset.transform, batch_size, rank=rank, world_size=world_size,
+        names, dataset.sampling, dataset.transform, batch_size, rank=rank, world_size=world_size,
         seed=seed, resampled=epoch_batches is not None, epoch_batches=epoch_batches, read=dataset.read,
         read_timeout_s=dataset.read_timeout_s,
     )
