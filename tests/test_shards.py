@@ -81,11 +81,14 @@ def test_split_by_rank_and_worker_is_disjoint_and_complete(corpus):
     assert sorted(s for part in parts for s in part) == sorted(shards)
     shards = expand_shards(corpus["out"])
     seen = []
-    for rank in range(2):
-        stream = ShardStream(shards, SAMPLING, TRANSFORM, batch_size=1, rank=rank, world_size=2)
+    for rank in range(2):  # shuffled shard order (one per epoch, shared by the ranks) and sample order
+        stream = ShardStream(shards, SAMPLING, TRANSFORM, batch_size=1, rank=rank, world_size=2, shuffle=True)
         loader = DataLoader(stream, batch_size=None, num_workers=2, collate_fn=lambda b: b)
         seen += [batch[0]["record"].path for batch in loader]
     assert sorted(seen) == sorted(r.path for r in corpus["records"][:6])
+    orders = {tuple(b[0]["record"].path for b in ShardStream(shards, SAMPLING, TRANSFORM, 1, seed=s, shuffle=True))
+              for s in range(4)}
+    assert len(orders) > 1 and all(sorted(o) == sorted(seen) for o in orders)
 
 
 def test_resampled_stream_has_a_fixed_epoch_on_every_rank(corpus):
@@ -111,11 +114,14 @@ def test_broken_media_in_a_shard_is_skipped_and_reported(tmp_path, corpus):
             data = good.extractfile(info).read()
             if info.name == "000000000.mp4":
                 data = data[: len(data) // 3]  # truncated
+            if info.name == "000000001.json":
+                continue  # a sample without its record
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    samples = _stream_samples([str(shard)])
+    samples = _stream_samples([str(shard), str(corpus["out"] / "shard-000001.tar")])
     reports = [msg for s in samples for msg in s["skipped"]]
-    assert len(reports) == 1 and "clip0.mp4" in reports[0] and "000000000" in reports[0]
+    assert len(reports) == 2 and "clip0.mp4" in reports[0] and "000000000" in reports[0]
+    assert "000000001" in reports[1] and "one .json" in reports[1]
 
 
 def test_image_shards_and_size_and_pattern_parsing(tmp_path):

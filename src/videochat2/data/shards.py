@@ -43,6 +43,8 @@ from videochat2.data.video import FrameSampling, MediaReadError, read_media
 log = logging.getLogger(__name__)
 
 INDEX = "shards.json"
+# Samples (still encoded) mixed across shard boundaries when shuffling, as WebDataset's shuffle buffer.
+SHUFFLE_BUFFER = 64
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMG]?)B?", re.IGNORECASE)
 _BRACE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 
@@ -196,6 +198,7 @@ class ShardStream(IterableDataset):
         read: Callable = read_media,
         max_retries: int = 10,
         read_timeout_s: float | None = None,
+        shuffle: bool = False,
     ) -> None:
         if resampled and not epoch_batches:
             raise ValueError("a resampled shard stream needs epoch_batches (it never ends on its own)")
@@ -204,7 +207,7 @@ class ShardStream(IterableDataset):
         self.shards, self.sampling, self.transform = list(shards), sampling, transform
         self.batch_size, self.rank, self.world_size, self.seed = batch_size, rank, world_size, seed
         self.resampled, self.epoch_batches, self.read = resampled, epoch_batches, read
-        self.max_retries, self.read_timeout_s = max_retries, read_timeout_s
+        self.max_retries, self.read_timeout_s, self.shuffle = max_retries, read_timeout_s, shuffle
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -220,40 +223,49 @@ class ShardStream(IterableDataset):
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
         epoch, self.epoch = self.epoch, self.epoch + 1  # persistent workers keep counting epochs
         stream = f"{self.seed}:{epoch}:{self.rank}:{worker}"
+        rng = random.Random(stream)
         if self.resampled:
-            rng = random.Random(stream)
             names = (rng.choice(self.shards) for _ in itertools.count())
         else:
-            names = iter(split_for(self.shards, self.rank, self.world_size, worker, num_workers))
-        batches = self._batches(self._samples(names, stream))
+            order = list(self.shards)
+            if self.shuffle:  # one order per epoch for all ranks, so the split stays a partition
+                random.Random(f"{self.seed}:{epoch}").shuffle(order)
+            names = iter(split_for(order, self.rank, self.world_size, worker, num_workers))
+        raw = ((shard, key, members) for shard in names for key, members in iter_shard(shard))
+        if self.shuffle:
+            raw = _shuffled(raw, rng, SHUFFLE_BUFFER)
+        batches = self._batches(self._samples(raw, stream))
         if self.epoch_batches is not None:
             share = self.epoch_batches // num_workers + (worker < self.epoch_batches % num_workers)
             batches = itertools.islice(batches, share)
         yield from batches
 
-    def _samples(self, names: Iterator[str], stream: str) -> Iterator[dict]:
+    def _samples(self, raw: Iterator[tuple[str, str, dict[str, bytes]]], stream: str) -> Iterator[dict]:
         skipped: list[str] = []
-        for index, (shard, key, members) in enumerate((s, k, m) for s in names for k, m in iter_shard(s)):
-            record = record_from_json(members.pop("json"))
+        for index, (shard, key, members) in enumerate(raw):
             rng = random.Random(f"{stream}:{index}")
+            record = None
             try:
-                (data,) = members.values()
+                record, media = _unpack(members)
                 frames = read_with_deadline(
-                    lambda: self.read(io.BytesIO(data), record.media_type, self.sampling, rng, _bound(record),
+                    lambda: self.read(io.BytesIO(media), record.media_type, self.sampling, rng, _bound(record),
                                       record.reader),
                     self.read_timeout_s, record.path,
                 )
             except Exception as err:  # one bad sample, reported, never a dead worker
-                skipped.append(f"{record.path} ({Path(shard).name}/{key}): {err}".splitlines()[0])
+                where = f"{record.path} ({Path(shard).name}/{key})" if record else f"{Path(shard).name}/{key}"
+                skipped.append(f"{where}: {err}".splitlines()[0])
                 if len(skipped) >= self.max_retries:
                     raise MediaReadError(f"{len(skipped)} unreadable samples in a row; last: {skipped[-1]}") from None
                 continue
             yield {"pixel_values": self.transform(frames, rng), "record": record, "idx": index,
                    "media_type": record.media_type, "skipped": skipped}
             skipped = []
+        if skipped:  # no later sample to carry them into the run's count
+            log.warning("%d unreadable samples at the end of a shard stream: %s", len(skipped), "; ".join(skipped))
 
     def _batches(self, samples: Iterator[dict]) -> Iterator[list[dict]]:
-        """Full batches of one media type, in the order they fill up."""
+        """Full batches of one media type, in the order they fill up (a last partial one is dropped)."""
         buckets: dict[str, list[dict]] = {}
         for sample in samples:
             bucket = buckets.setdefault(sample["media_type"], [])
@@ -261,6 +273,9 @@ class ShardStream(IterableDataset):
             if len(bucket) == self.batch_size:
                 yield bucket
                 buckets[sample["media_type"]] = []
+        skipped = [msg for bucket in buckets.values() for sample in bucket for msg in sample["skipped"]]
+        if skipped:
+            log.warning("%d unreadable samples before the dropped last batch: %s", len(skipped), "; ".join(skipped))
 
 
 def stream_loader(
@@ -293,10 +308,32 @@ def stream_loader(
     stream = ShardStream(
         names, dataset.sampling, dataset.transform, batch_size, rank=rank, world_size=world_size,
         seed=seed, resampled=epoch_batches is not None, epoch_batches=epoch_batches, read=dataset.read,
-        read_timeout_s=dataset.read_timeout_s,
+        read_timeout_s=dataset.read_timeout_s, shuffle=True,
     )
     return DataLoader(stream, batch_size=None, num_workers=num_workers, collate_fn=collate,
                       persistent_workers=num_workers > 0)
+
+
+def _unpack(members: dict[str, bytes]) -> tuple[MediaRecord, bytes]:
+    """A sample's record and media bytes; anything but one media file and one .json is a bad sample."""
+    media = [value for ext, value in members.items() if ext != "json"]
+    if "json" not in members or len(media) != 1:
+        raise MediaReadError(f"expected one media file and one .json, got {sorted(members)}")
+    return record_from_json(members["json"]), media[0]
+
+
+def _shuffled(items: Iterator, rng: random.Random, size: int) -> Iterator:
+    """A streaming shuffle: keep `size` items, emit a random one as each new one arrives."""
+    buffer = []
+    for item in items:
+        if len(buffer) < size:
+            buffer.append(item)
+            continue
+        slot = rng.randrange(size)
+        yield buffer[slot]
+        buffer[slot] = item
+    rng.shuffle(buffer)
+    yield from buffer
 
 
 def _bound(record: MediaRecord) -> tuple[float, float] | None:
