@@ -284,3 +284,31 @@ def test_stage3_parity_file_through_init_from_reproduces_the_recorded_outputs():
         logits = model.llm(**batch).logits
     torch.testing.assert_close(visual, out["infer.img_embeds"], atol=1e-5, rtol=0)
     torch.testing.assert_close(logits, out["infer.logits"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "family, llm, prompt, filename",
+    [("vicuna", "vicuna7b_v0", "vicuna_v0", "videochat2_7b_stage3.pth"),
+     ("mistral", "mistral7b_instruct_v02", "mistral_instruct", "videochat2_mistral_7b_stage3.pth")],
+)
+def test_official_mvbench_presets_carry_the_official_protocol(family, llm, prompt, filename):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from recipes.evaluate import frame_spec, prompt_family
+    from videochat2.eval.prompts import build_prompt
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        cfg = compose("eval", overrides=[f"experiment=videochat2_{family}7b_mvbench", "paths.pretrained=/ckpt"])
+    assert cfg.benchmark.name == "mvbench" and cfg.eval.answerer == "generate" and cfg.eval.max_new_tokens == 100
+    assert cfg.model.init_from == f"/ckpt/{filename}" and cfg.model.bos_quirk
+    module = cfg.module
+    assert module._target_ == "lightning_modules.InstructionModule"
+    assert (module.llm.preset, module.llm.lora, module.vision.embed_dim, module.qformer.hidden_size) == (llm, True, 1024, 768)
+    assert module.videochat2.num_query == 96 and module.videochat2.qformer_text_input
+    spec = frame_spec(cfg, None)
+    assert (spec.num_frames, spec.image_size, spec.mode, spec.normalization) == (16, 224, "official", "clip")
+    assert prompt_family(cfg, module) == prompt
+    assert build_prompt("Q?", ["a", "b"], prompt).text.endswith("Best option:(")
+    assert OmegaConf.to_container(cfg.model, resolve=False)["qformer_tokenizer"] == "${paths.pretrained}/bert-base-uncased"
