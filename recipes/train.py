@@ -21,13 +21,16 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     return str(last) if last.exists() else None
 
 
-def resolve_init_from(init_from: str | None, stage: int, run_dir: Path, run_root: Path) -> list[str]:
-    """Checkpoints to initialise from: `auto` chains the earlier stages of this run, oldest first.
+def resolve_init_from(init_from: str | list[str] | None, stage: int, run_dir: Path, run_root: Path) -> list[str]:
+    """Checkpoints to initialise from: `auto` chains the earlier stages of this run, oldest first; a list is
+    taken as given (e.g. the official stage-1 file, then the official stage-2 file).
 
     Stage N loads stages 1..N-1 in order, so a component a stage did not train (the Q-Former text
     path in stage 2) comes from the last stage that did. A sweep job looks for its earlier stages in
     the same sweep sub-directory first, then in the plain stage directory.
     """
+    if OmegaConf.is_list(init_from) or isinstance(init_from, (list, tuple)):
+        return [str(p) for p in init_from]
     if init_from in (None, "none"):
         return []
     if init_from != "auto":

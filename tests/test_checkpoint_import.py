@@ -312,3 +312,15 @@ def test_official_mvbench_presets_carry_the_official_protocol(family, llm, promp
     assert prompt_family(cfg, module) == prompt
     assert build_prompt("Q?", ["a", "b"], prompt).text.endswith("Best option:(")
     assert OmegaConf.to_container(cfg.model, resolve=False)["qformer_tokenizer"] == "${paths.pretrained}/bert-base-uncased"
+
+
+def test_init_from_takes_a_list_of_official_files_in_order():
+    """The official stage-2 file lacks the Q-Former text path stage 3 reads: the stage-1 file goes first."""
+    from hydra import compose, initialize_config_dir
+
+    from recipes.train import resolve_init_from
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        cfg = compose("train", overrides=["stage='3'", "model.init_from=[/ckpt/umt_l16_qformer.pth,/ckpt/s2.pth]"])
+    assert resolve_init_from(cfg.model.init_from, 3, Path(), Path()) == ["/ckpt/umt_l16_qformer.pth", "/ckpt/s2.pth"]
