@@ -231,11 +231,11 @@ def describe(path: str | Path, trust: bool = False) -> tuple[CheckpointInfo, dic
     """Read a checkpoint, detect what it is, and rename it to our keys (with the keys dropped by rule)."""
     raw, kind = read_checkpoint(path, trust)
     ours = strip_prefix(raw, "model.") if kind == "lightning" else raw
-    family = detect_family(ours)
-    if kind == "export":
-        family = json.loads((Path(path) / EXPORT_CONFIG).read_text()).get("llm_preset")
     renamed, ignored = rename(ours)
-    info = CheckpointInfo(str(path), kind, detect_stage(renamed), family)
+    info = CheckpointInfo(str(path), kind, detect_stage(renamed), detect_family(ours))
+    if kind == "export":
+        config = json.loads((Path(path) / EXPORT_CONFIG).read_text())
+        info.stage, info.family = config["stage"], config["llm_preset"]
     return info, renamed, ignored
 
 

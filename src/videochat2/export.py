@@ -1,0 +1,89 @@
+"""Export a trained stage-2/3 run as plain files others can load: `python -m videochat2.export <run_dir> <out_dir>`.
+
+Layout of `<out_dir>` (read back by `model.init_from=<out_dir>`, `videochat2-chat --ckpt <out_dir>`):
+
+    config.json                   component configs, stage, LLM preset, media settings, format version
+    vision_encoder.safetensors    vision_encoder.*, vision_layernorm.*
+    qformer.safetensors           qformer.*, query_tokens, extra_query_tokens
+    projection.safetensors        llm_proj.*
+    lora/                         the LoRA adapter as a PEFT directory (stage 3; `PeftModel.from_pretrained` reads it)
+    llm/                          --merge-lora only: the base LLM with the adapter merged in (no lora/ then)
+    tokenizers/qformer, tokenizers/llm
+
+Without --merge-lora the base LLM is not copied: config.json names the directory it came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from peft import PeftModel
+from safetensors.torch import save_file
+
+from videochat2.checkpoints import EXPORT_CONFIG, EXPORT_LORA
+from videochat2.model_source import LoadedModel, load_model
+
+FORMAT = "videochat2-export"
+VERSION = 1
+PARTS = {
+    "vision_encoder.safetensors": ("vision_encoder.", "vision_layernorm."),
+    "qformer.safetensors": ("qformer.", "query_tokens", "extra_query_tokens"),
+    "projection.safetensors": ("llm_proj.",),
+}
+
+
+def write_parts(loaded: LoadedModel, out_dir: Path) -> None:
+    state = loaded.model.state_dict()
+    for filename, prefixes in PARTS.items():
+        part = {k: v.detach().contiguous() for k, v in state.items() if k.startswith(prefixes)}
+        save_file(part, out_dir / filename, metadata={"format": FORMAT})
+
+
+def write_llm(loaded: LoadedModel, out_dir: Path, merge_lora: bool) -> dict:
+    """The adapter (or the merged LLM); returns the LLM config others should build."""
+    llm, config = loaded.model.llm, loaded.spec.llm
+    if config.path is not None:
+        config = replace(config, path=str(Path(config.path).resolve()))
+    if not isinstance(llm, PeftModel):
+        return {**config.__dict__}
+    if merge_lora:
+        llm.merge_and_unload().save_pretrained(out_dir / "llm")
+        return {**replace(config, path="llm", lora=False).__dict__}
+    llm.save_pretrained(out_dir / EXPORT_LORA)
+    return {**config.__dict__}
+
+
+def export(run_dir: str | Path, out_dir: str | Path, merge_lora: bool = False, trust: bool = False) -> Path:
+    """Write the export of `run_dir` (a run or stage directory, another export, or an official file) to `out_dir`."""
+    loaded = load_model(run_dir, trust=trust)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_parts(loaded, out_dir)
+    llm_config = write_llm(loaded, out_dir, merge_lora)
+    loaded.llm_tokenizer.save_pretrained(out_dir / "tokenizers" / "llm")
+    loaded.qformer_tokenizer.save_pretrained(out_dir / "tokenizers" / "qformer")
+    config = {
+        "format": FORMAT, "version": VERSION, **loaded.spec.to_json(), "llm": llm_config,
+        "llm_preset": llm_config["preset"], "lora_merged": merge_lora and isinstance(loaded.model.llm, PeftModel),
+        "source": [str(Path(p).resolve()) for p in loaded.spec.checkpoints],
+    }
+    (out_dir / EXPORT_CONFIG).write_text(json.dumps(config, indent=1) + "\n")
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m videochat2.export", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", help="outputs/<run_name> (its latest stage 2/3) or outputs/<run_name>/stage<N>")
+    parser.add_argument("out_dir")
+    parser.add_argument("--merge-lora", action="store_true", help="merge the LoRA adapter into a full LLM copy")
+    parser.add_argument("--trust-checkpoint", action="store_true", help="read pickles with arbitrary objects")
+    args = parser.parse_args(argv)
+    out = export(args.run_dir, args.out_dir, args.merge_lora, args.trust_checkpoint)
+    print(f"exported {args.run_dir} to {out}")
+
+
+if __name__ == "__main__":
+    main()
