@@ -87,7 +87,7 @@ class ResumableDataModule(LightningDataModule):
     def training_loader(self, dataset: Dataset, mix: Mix, collate, config: DictConfig, seed: int) -> DataLoader:
         """Homogeneous media-type batches, sharded by rank, in an order all ranks share."""
         trainer = self.trainer
-        streaming = config.get("streaming")
+        streaming = getattr(config, "streaming", None)
         if streaming and streaming.get("shards"):
             # Streaming hook: training samples come from tar shards instead (videochat2.data.shards).
             from videochat2.data.shards import stream_loader
