@@ -324,3 +324,14 @@ def test_init_from_takes_a_list_of_official_files_in_order():
     with initialize_config_dir(str(conf), version_base="1.3"):
         cfg = compose("train", overrides=["stage='3'", "model.init_from=[/ckpt/umt_l16_qformer.pth,/ckpt/s2.pth]"])
     assert resolve_init_from(cfg.model.init_from, 3, Path(), Path()) == ["/ckpt/umt_l16_qformer.pth", "/ckpt/s2.pth"]
+
+
+def test_an_official_stage3_file_describes_the_model_chat_and_export_build():
+    from videochat2.model_source import OFFICIAL_MEDIA, resolve_spec
+
+    spec = resolve_spec(PARITY / "stage3_vicuna" / "official_like.pth", pretrained_root="/ckpt")
+    assert (spec.stage, spec.llm.preset, spec.llm.lora, spec.videochat2.qformer_text_input) == (3, "vicuna7b_v0", True, True)
+    assert (spec.vision.embed_dim, spec.qformer.hidden_size, spec.videochat2.num_query) == (1024, 768, 96)
+    assert spec.qformer_tokenizer == "/ckpt/bert-base-uncased" and spec.media == OFFICIAL_MEDIA
+    with pytest.raises(ValueError, match="not an official stage-2/3"):
+        resolve_spec(PARITY / "stage1" / "official_like.pth")
