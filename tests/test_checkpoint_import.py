@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import pickle
 from pathlib import Path
 
 import pytest
@@ -122,11 +121,18 @@ def test_official_stage1_file_starts_a_stage2_model():
 
 
 def test_umt_vision_file_fills_the_vision_encoder_of_stage1():
+    """The released file may also hold the last block and the final norm, which VideoChat2 does not use."""
     model = meta_alignment()
-    state, report = account(model, "umt_l16_25m_expected", (), (FRESH_STAGE1,))
+    raw = manifest_state("umt_l16_25m_expected")
+    raw.update({"encoder.blocks.23.mlp.fc1.bias": raw["encoder.blocks.22.mlp.fc1.bias"],
+                "encoder.norm.weight": raw["encoder.blocks.22.norm1.weight"]})
+    state, ignored = rename(raw)
+    report = initialise(model, [("l16_25m", state)], [FRESH_STAGE1], ignored)
     assert detect_stage(state) == 0
     assert set(report.loaded) == {k for k in model.state_dict() if k.startswith("vision_encoder.")}
     assert len(report.loaded) == 301
+    assert report.ignored == {"vision_encoder.encoder.blocks.23.mlp.fc1.bias": "ViT block past the feature layer (return_index)",
+                              "vision_encoder.encoder.norm.weight": "UMT pretraining module that VideoChat2 removed"}
 
 
 def test_a_missing_or_unknown_key_is_an_error_that_names_it():
