@@ -1,6 +1,8 @@
 """Training throughput and peak memory per stage and model size, measured in one run.
 
     python benchmarks/train_throughput.py --stage 1|2|3 [--steps 10] [--device cpu|cuda]
+    python benchmarks/train_throughput.py --ddp [--steps 10]      # stage 1: 2 gloo processes vs 1, on the CPU
+    python benchmarks/train_throughput.py --llm7b [--steps 5]     # stage 3, 7B-shaped LLM: LoRA vs QLoRA (CUDA)
 
 Random inputs and randomly initialised LLMs stand in for data and weights, so the numbers measure the
 model step alone (forward, backward, optimizer). Prints a table, then one JSON object with the figures
@@ -11,13 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from videochat2.models.alignment import AlignmentConfig, VideoChat2Alignment
 from videochat2.models.llm import LLMConfig, apply_lora
@@ -156,13 +162,208 @@ def timed(step, steps: int, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def ddp_worker(rank: int, world: int, preset: Preset, steps: int, threads: int, store: str, out: str) -> None:
+    """One rank of a gloo DDP stage-1 run: the same per-rank batch as the single process."""
+    torch.set_num_threads(threads)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    config = AlignmentConfig(embed_dim=preset.embed_dim, num_frames=preset.num_frames, freeze_vision=False)
+    model = torch.nn.parallel.DistributedDataParallel(VideoChat2Alignment(config, preset.vision, preset.qformer))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    size, b = preset.vision.img_size, preset.batch_size
+    pixels = torch.randn(b, preset.num_frames, 3, size, size)
+    ids = torch.randint(5, preset.qformer.vocab_size - 1, (b, preset.text_len))
+    idx = torch.arange(b) + rank * b
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        model(pixels, ids, torch.ones_like(ids), idx)["loss"].backward()
+        optimizer.step()
+
+    seconds = timed(step, steps, torch.device("cpu"))
+    dist.barrier()
+    if rank == 0:
+        with open(out, "w") as f:
+            json.dump({"seconds": seconds}, f)
+    dist.destroy_process_group()
+
+
+def measure_ddp(preset: Preset, world: int, steps: int) -> dict:
+    """Samples/s of `world` CPU processes sharing the machine's cores (threads split between them)."""
+    threads = max(1, (os.cpu_count() or 1) // world)
+    with tempfile.TemporaryDirectory() as tmp:
+        store, out = os.path.join(tmp, "store"), os.path.join(tmp, "result.json")
+        mp.spawn(ddp_worker, args=(world, preset, steps, threads, store, out), nprocs=world, join=True)
+        with open(out) as f:
+            seconds = json.load(f)["seconds"]
+    return {
+        "preset": f"{preset.name}, {world} process(es) x {threads} thread(s)",
+        "processes": world,
+        "batch_per_process": preset.batch_size,
+        "samples_per_s": round(world * preset.batch_size * steps / seconds, 2),
+        "step_s": round(seconds / steps, 4),
+    }
+
+
+def ddp_rows(steps: int) -> list[dict]:
+    tiny = replace(stage1_presets()[0], batch_size=16)
+    single, double = measure_ddp(tiny, 1, steps), measure_ddp(tiny, 2, steps)
+    double["scaling_efficiency"] = round(double["samples_per_s"] / (2 * single["samples_per_s"]), 3)
+    single["scaling_efficiency"] = 1.0
+    return [single, double]
+
+
+# Dense bf16 peak of common cards (FLOP/s), for model FLOPs utilisation.
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A6000": 155e12, "4090": 165e12,
+             "3090": 71e12, "A10": 125e12, "L4": 121e12}
+
+
+def quantize_linears(module: torch.nn.Module, skip: tuple[str, ...] = ("lm_head",)) -> None:
+    """Swap the LLM's Linear layers for NF4 ones in place, as `BitsAndBytesConfig` loading does (random weights)."""
+    import bitsandbytes as bnb
+
+    for name, child in list(module.named_children()):
+        if isinstance(child, torch.nn.Linear) and name not in skip:
+            layer = bnb.nn.Linear4bit(
+                child.in_features, child.out_features, bias=child.bias is not None, compute_dtype=torch.bfloat16,
+                compress_statistics=True, quant_type="nf4", quant_storage=torch.bfloat16,
+                device=child.weight.device,
+            )
+            layer.weight = bnb.nn.Params4bit(
+                child.weight.data.cpu(), requires_grad=False, compress_statistics=True, quant_type="nf4",
+                quant_storage=torch.bfloat16,
+            ).to(child.weight.device)
+            layer.requires_grad_(False)
+            setattr(module, name, layer)
+        else:
+            quantize_linears(child, skip)
+
+
+def build_llm7b(shape: dict, qlora: bool, checkpointing: bool, device: torch.device) -> torch.nn.Module:
+    """A 7B-shaped Llama with random bf16 weights built layer by layer on the device, optionally NF4, plus LoRA."""
+    from videochat2.models.llm import enable_gradient_checkpointing
+
+    config = LlamaConfig(**shape, tie_word_embeddings=False)
+    with torch.device(device):
+        llm = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    if qlora:
+        quantize_linears(llm)
+    llm.requires_grad_(False)
+    if checkpointing:
+        enable_gradient_checkpointing(llm)
+    return apply_lora(llm, LLMConfig(preset="local", lora=True))
+
+
+def measure_llm7b(shape: dict, qlora: bool, checkpointing: bool, batch: int, steps: int, device: torch.device,
+                  vision: VisionConfig, qformer: QFormerConfig, frames: int, text_len: int) -> dict:
+    """Stage 3 (UMT-L, Q-Former, LoRA on a 7B-shaped LLM) under bf16 autocast."""
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    llm = build_llm7b(shape, qlora, checkpointing, device)
+    vision = replace(vision, checkpoint_num=vision.num_blocks if checkpointing else 0)
+    model = VideoChat2(VideoChat2Config(num_query=96, qformer_text_input=True), vision, qformer, llm).to(device)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-5)
+    size = vision.img_size
+    pixels = torch.randn(batch, frames, 3, size, size, device=device)
+    before = [torch.randint(5, 999, (12,), device=device) for _ in range(batch)]
+    after = [torch.randint(5, 999, (text_len,), device=device) for _ in range(batch)]
+    instruction = torch.randint(5, qformer.vocab_size - 1, (batch, 32), device=device)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = model(pixels, before, after, after, instruction_ids=instruction,
+                         instruction_mask=torch.ones_like(instruction))["loss"]
+        loss.backward()
+        optimizer.step()
+
+    seconds = timed(step, steps, device)
+    tokens = batch * (12 + 96 + text_len)
+    h, layers = shape["hidden_size"], shape["num_hidden_layers"]
+    # Matmul weights: the head and each layer's attention (4 h^2) and MLP (3 h x intermediate).
+    llm_params = shape["vocab_size"] * h + layers * (4 * h * h + 3 * h * shape["intermediate_size"])
+    # Frozen base: forward 2N plus the input-gradient half of backward 2N per token (recomputation excluded).
+    flops = 4 * llm_params * tokens * steps / seconds
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
+    row = {
+        "preset": f"{'QLoRA nf4' if qlora else 'LoRA bf16'}{' + checkpointing' if checkpointing else ''}, batch {batch}",
+        "batch_size": batch,
+        "tokens_per_s": round(tokens * steps / seconds, 1),
+        "mfu": round(flops / peak, 3) if peak else None,
+        "step_s": round(seconds / steps, 3),
+        "peak_memory_mb": round(peak_memory_mb(device), 1),
+    }
+    del model, llm, optimizer
+    return row
+
+
+def llm7b_rows(steps: int, device: torch.device, small: bool) -> list[dict]:
+    """bf16 LoRA vs QLoRA, with and without checkpointing, at batch 1 and the largest batch that fits."""
+    if small:  # the same code path at a CPU-sized shape, to check it runs
+        shape = dict(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=4)
+        vision, qformer, frames, text_len = VisionConfig.tiny(), QFormerConfig.tiny(vocab_size=1000), 4, 32
+        batches = [1, 2]
+    else:
+        shape = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                     num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=2048)
+        vision, qformer = VisionConfig.umt_l16(img_size=224), QFormerConfig.bert_base(num_query_tokens=96)
+        frames, text_len, batches = 8, 512, [1, 2, 4, 8, 16, 32]
+    rows = []
+    for qlora in (False, True):
+        for checkpointing in (False, True):
+            fitted = None
+            for batch in batches:
+                try:
+                    row = measure_llm7b(shape, qlora, checkpointing, batch, steps, device, vision, qformer, frames,
+                                        text_len)
+                except torch.OutOfMemoryError:
+                    break
+                if batch == 1:
+                    rows.append(row)
+                fitted = row
+            if fitted is not None and fitted["batch_size"] != 1:
+                rows.append(fitted)
+    return rows
+
+
+def print_rows(title: str, rows: list[dict]) -> None:
+    print(title)
+    columns = [k for k in rows[0] if k != "preset"]
+    print(f"{'preset':58s}" + "".join(f"{c:>20s}" for c in columns))
+    for row in rows:
+        print(f"{row['preset']:58s}" + "".join(f"{str(row.get(c)):>20s}" for c in columns))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", type=int, default=1, choices=[1, 2, 3])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--ddp", action="store_true", help="stage 1: DDP with 2 CPU processes vs 1 process")
+    parser.add_argument("--llm7b", action="store_true", help="stage 3 with a 7B-shaped LLM: LoRA vs QLoRA (CUDA)")
+    parser.add_argument("--small", action="store_true", help="with --llm7b: a tiny shape, to check the path on a CPU")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.ddp:
+        rows = ddp_rows(args.steps)
+        print_rows(f"stage 1, DDP on the CPU ({os.cpu_count()} cores)", rows)
+        print(json.dumps({"benchmark": "ddp_cpu", "results": rows}))
+        return
+    if args.llm7b:
+        if device.type != "cuda" and not args.small:
+            print("--llm7b needs a CUDA device (none here); --small runs the same path at a tiny shape")
+            return
+        rows = llm7b_rows(args.steps, device, args.small)
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        print_rows(f"stage 3, {'tiny' if args.small else '7B'}-shaped LLM on {name}", rows)
+        print(json.dumps({"benchmark": "llm7b", "device": name, "results": rows}))
+        return
     if args.stage == 1:
         rows = [measure_stage1(p, args.steps, device) for p in stage1_presets()]
     else:
