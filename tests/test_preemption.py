@@ -14,7 +14,7 @@ import torch
 from tests.conftest import REPO, run_script, train_overrides
 from videochat2.checkpoints import read_checkpoint
 
-STEPS = 24
+STEPS = 12
 
 
 def overrides(dirs: dict[str, Path], run: str) -> list[str]:
@@ -59,4 +59,4 @@ def test_sigterm_mid_run_then_same_command_matches_an_uninterrupted_run(dirs):
     whole, resumed = trainable(dirs["out"] / "whole" / "stage1"), trainable(run_dir)
     assert whole.keys() == resumed.keys()
     for key in whole:
-        torch.testing.assert_close(resumed[key], whole[key], rtol=1e-5, atol=1e-6, msg=key)
+        torch.testing.assert_close(resumed[key], whole[key], rtol=1e-4, atol=1e-5, msg=key)

@@ -116,4 +116,4 @@ def test_requeued_job_resumes_from_its_checkpoint_with_the_same_weights(dirs, un
     whole, resumed = trainable(uninterrupted), trainable(run_dir)
     assert whole.keys() == resumed.keys()
     for key in whole:
-        torch.testing.assert_close(resumed[key], whole[key], rtol=1e-5, atol=1e-6, msg=key)
+        torch.testing.assert_close(resumed[key], whole[key], rtol=1e-4, atol=1e-5, msg=key)
