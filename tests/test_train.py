@@ -55,7 +55,7 @@ def test_stage_checkpoints_hold_only_trainable_tensors(chained_run):
     assert "model.qformer.bert.embeddings.word_embeddings.weight" in stage3
 
 
-def test_stage3_training_keeps_the_base_llm_bitwise(chained_run):
+def test_stage3_training_keeps_the_base_llm_bitwise(chained_run, tmp_path):
     """Two stage-3 steps in-process: LoRA moves, every base LLM weight stays bit for bit."""
     from hydra.utils import instantiate
     from lightning.pytorch import Trainer
@@ -66,7 +66,8 @@ def test_stage3_training_keeps_the_base_llm_bitwise(chained_run):
     module = instantiate(cfg.module, optimizer=instantiate(cfg.optimizer), scheduler=None, init_from=init)
     before = {k: v.clone() for k, v in module.model.llm.state_dict().items()}
     datamodule = instantiate(cfg.datamodule, _recursive_=False)
-    Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False).fit(module, datamodule)
+    trainer = Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(module, datamodule)
     after = module.model.llm.state_dict()
     lora = [k for k in before if "lora_B" in k]
     assert lora and any(not torch.equal(before[k], after[k]) for k in lora)
