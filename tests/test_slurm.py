@@ -9,6 +9,7 @@ weights.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -117,3 +118,33 @@ def test_requeued_job_resumes_from_its_checkpoint_with_the_same_weights(dirs, un
     assert whole.keys() == resumed.keys()
     for key in whole:
         torch.testing.assert_close(resumed[key], whole[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def job_state(job: str) -> str:
+    show = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    return next((f.split("=", 1)[1] for f in show.split() if f.startswith("JobState=")), "UNKNOWN")
+
+
+def test_sbatch_script_requeues_itself_on_usr1_and_finishes_from_its_checkpoint(dirs, tmp_path):
+    """The sbatch recipe: Lightning owns requeue (USR1 as `--signal=USR1@300` would send it, by hand here)."""
+    run_dir = dirs["out"] / "sbatch_usr1" / "stage1"
+    submit = [
+        "sbatch", "--parsable", "--ntasks-per-node=2", "--gpus-per-node=0", "--cpus-per-task=1",
+        f"--output={tmp_path / 'job-%j.out'}", "scripts/slurm/train.sbatch", "trainer=ddp_cpu",
+        *train_overrides(dirs, run="sbatch_usr1", steps=STEPS), "trainer.limit_val_batches=0",
+        "callbacks.model_checkpoint.every_n_train_steps=2",
+    ]
+    env = {**os.environ, "PYTHON": sys.executable}
+    job = subprocess.run(submit, cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    deadline = time.monotonic() + 300
+    while not (run_dir / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=USR1", job], check=True, timeout=30)
+    deadline = time.monotonic() + 600
+    while job_state(job) not in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") and time.monotonic() < deadline:
+        time.sleep(1)
+    log = (tmp_path / f"job-{job}.out").read_text()
+    assert job_state(job) == "COMPLETED", log[-3000:]
+    assert "saved checkpoint on SIGUSR1" in log and "requeing job" in log, log[-3000:]
+    assert "Restarts=1" in subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    assert f'"steps": {STEPS}' in (run_dir / "summary.json").read_text()
