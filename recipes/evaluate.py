@@ -18,7 +18,7 @@ from lightning.pytorch import LightningModule
 from omegaconf import DictConfig, OmegaConf
 
 from recipes.train import resolve_init_from
-from videochat2.data.formats import load_caption_records
+from videochat2.data.formats import DEFAULT_FORMAT, load_records
 from videochat2.data.transforms import FrameTransform
 from videochat2.eval.answerers import build_answerer
 from videochat2.eval.mvbench import aggregate, format_table, load_questions, plot_results, write_results
@@ -199,7 +199,12 @@ def evaluate_retrieval_benchmark(cfg: DictConfig) -> dict:
     spec = frame_spec(cfg, source.trained_data)
     module = build_module(source, spec, cfg)
     corpus_cfg = cfg.benchmark.corpus
-    corpus = build_corpus(load_caption_records(corpus_cfg.annotation, corpus_cfg.media_root, corpus_cfg.media_type))
+    records = load_records(
+        corpus_cfg.annotation, corpus_cfg.media_root, corpus_cfg.media_type,
+        format=corpus_cfg.get("format") or DEFAULT_FORMAT["retrieval"],
+        reader=corpus_cfg.get("reader") or "decord",
+    )
+    corpus = build_corpus(records)
     clips = ClipDataset(corpus.media, spec.num_frames, FrameTransform(spec.image_size, spec.mode, spec.normalization))
     loader = torch.utils.data.DataLoader(clips, batch_size=cfg.eval.batch_size, num_workers=cfg.eval.num_workers)
     tokenizer = load_qformer_tokenizer(source.module.qformer_tokenizer)

@@ -58,7 +58,8 @@ class ClipDataset(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         record = self.media[index]
         bound = (record.start, record.end) if record.start is not None else None
-        return self.transform(read_media(record.path, record.media_type, self.sampling, bound=bound))
+        frames = read_media(record.path, record.media_type, self.sampling, bound=bound, backend=record.reader)
+        return self.transform(frames)
 
 
 @torch.no_grad()
