@@ -47,6 +47,7 @@ class ConversationDataModule(ResumableDataModule):
             cfg.max_txt_len,
             load_qformer_tokenizer(self.qformer_tokenizer) if self.qformer_tokenizer else None,
             cfg.qformer_max_txt_len,
+            shuffle_options=cfg.shuffle_options,
         )
         self.mix = build_corpus(cfg.corpora[cfg.task], cfg.task)
         self.train_set = MediaDataset(

@@ -25,13 +25,10 @@ def loaded(chained_run):
 
 @pytest.fixture(scope="module")
 def question(dirs) -> dict:
-    """A multiple-choice instruction of the synthetic set, with its video."""
+    """A multiple-choice training item of the synthetic set (MVBench format), with its video."""
     data = dirs["data"] / "synthetic"
-    records = json.loads((data / "annotations" / "instruction_video.json").read_text())
-    record = next(r for r in records if r["QA"][0]["q"].startswith("Question:"))
-    lines = record["QA"][0]["q"].splitlines()
-    options = [re.sub(r"^\([A-Z]\) ", "", line) for line in lines if re.match(r"\([A-Z]\) ", line)]
-    return {"video": data / "videos" / record["video"], "text": lines[0].removeprefix("Question: "), "options": options}
+    item = json.loads((data / "annotations" / "instruction_video_mc.json").read_text())[0]
+    return {"video": data / "videos" / item["video"], "text": item["question"], "options": item["candidates"]}
 
 
 def test_multiple_choice_answer_is_one_of_the_options(chained_run, question, capsys):

@@ -11,6 +11,8 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import PreTrainedTokenizerFast
 from transformers.tokenization_utils_base import generate_merges
 
+from videochat2.data.formats import MultipleChoice
+from videochat2.eval.prompts import build_prompt
 from videochat2.data.conversation import (
     IGNORE_INDEX,
     IMAGE_CAPTION_PROMPTS,
@@ -18,6 +20,7 @@ from videochat2.data.conversation import (
     Conversation,
     Segment,
     build_caption_conversation,
+    build_choice_conversation,
     build_conversation,
     frame_time_message,
     tokenize_conversation,
@@ -296,3 +299,39 @@ def test_vicuna_labels_equal_the_original_on_a_llama_tokenizer(
         expected[start : start + len(ids)] = ids
     assert encoded["labels_after"].tolist() == expected
     assert len(encoded["input_ids_before"]) == 1 + before_length
+
+
+CHOICE = MultipleChoice("Which way does it move?", ("left", "up", "right", "down"), "right")
+
+
+@pytest.mark.parametrize(("template", "end"), [("vicuna_v0", "###"), ("mistral_instruct", "</s>"), ("phi3", "<|end|>")])
+def test_choices_train_in_the_benchmark_prompt(tokenizer: PreTrainedTokenizerFast, template: str, end: str) -> None:
+    conversation = build_choice_conversation(CHOICE, template)
+    benchmark = build_prompt(CHOICE.question, CHOICE.candidates, template)
+    assert conversation.text.startswith(benchmark.text)
+    assert conversation.instruction == benchmark.qformer_instruction
+    learned = learned_runs(tokenize_conversation(conversation, tokenizer, 1024), tokenizer)
+    assert learned == [f"C) right {end}".replace(" <|end|>", "<|end|>")]
+
+
+def test_choice_shuffling_moves_the_letter_with_the_answer() -> None:
+    rng = random.Random(0)
+    seen = set()
+    for _ in range(40):
+        conversation = build_choice_conversation(CHOICE, "vicuna_v0", rng=rng, shuffle=True)
+        options = [line[4:] for line in conversation.text.split("\n") if line[:1] == "(" and line[2:4] == ") "]
+        letter = conversation.segments[-1].text[0]
+        assert sorted(options) == sorted(CHOICE.candidates)
+        assert options["ABCD".index(letter)] == "right"
+        seen.add(letter)
+    assert seen == set("ABCD")
+    assert build_choice_conversation(CHOICE, "vicuna_v0").segments[-1].text.startswith("C)")
+    with pytest.raises(ValueError, match="needs an rng"):
+        build_choice_conversation(CHOICE, "vicuna_v0", shuffle=True)
+
+
+def test_choices_of_images_and_of_chat_templates(tokenizer: PreTrainedTokenizerFast) -> None:
+    image = build_choice_conversation(CHOICE, "vicuna_v0", media_type="image")
+    assert "<Image><ImageHere></Image>" in image.text and image.placeholder == "<ImageHere>"
+    chat = build_choice_conversation(CHOICE, "chat_template", tokenizer=tokenizer)
+    assert learned_runs(tokenize_conversation(chat, tokenizer, 1024), tokenizer) == ["(C) right<|im_end|>"]

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from datamodules.common import build_corpus
-from videochat2.data.formats import MVBENCH_INSTRUCTION, AnnotationError, load_records
+from videochat2.data.formats import AnnotationError, MultipleChoice, load_records
 
 
 def write(path: Path, records: list, jsonl: bool = False) -> Path:
@@ -81,12 +81,10 @@ MVBENCH = {"video": "v.mp4", "question": "Which way did it move?", "candidates":
            "answer": "up", "start": 1.0, "end": 3.5}
 
 
-def test_mvbench_items_become_one_multiple_choice_turn(tmp_path):
+def test_mvbench_items_stay_structured_multiple_choice(tmp_path):
     (record,) = load_records(write(tmp_path / "mc.json", [MVBENCH]), tmp_path, "video", "mvbench")
-    (turn,) = record.qa
-    assert turn["i"] == MVBENCH_INSTRUCTION
-    assert turn["q"] == "Question: Which way did it move?\nOptions:\n(A) left\n(B) up\n(C) right"
-    assert turn["a"] == "(B) up"
+    assert record.choice == MultipleChoice("Which way did it move?", ("left", "up", "right"), "up")
+    assert record.qa == () and record.caption is None
     assert (record.start, record.end) == (1.0, 3.5)
 
 

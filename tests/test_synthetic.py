@@ -38,7 +38,8 @@ def load(root, name):
 
 
 def test_layout_and_manifest(root):
-    for name in ("pretrain_video", "pretrain_image", "instruction_video", "instruction_image", "retrieval_test"):
+    for name in ("pretrain_video", "pretrain_image", "instruction_video", "instruction_video_mc", "instruction_image",
+                 "instruction_image_mc", "retrieval_test"):
         assert load(root, name), name
     manifest = json.loads((root / "MANIFEST.json").read_text())
     assert manifest["seed"] == SMALL["seed"] and manifest["generator_version"] == syn.GENERATOR_VERSION
@@ -129,19 +130,17 @@ def test_training_annotations_are_valid_and_disjoint_from_benchmark(root, events
             key = "image" if name == "pretrain_image" else "video"
             assert (base / record[key]).is_file() and record["caption"].endswith(".")
     instructions = load(root, "instruction_video") + load(root, "instruction_image")
-    multiple_choice = 0
     for record in instructions:
         base, key = (videos, "video") if "video" in record else (images, "image")
         assert (base / record[key]).is_file()
-        for turn in record["QA"]:
-            assert set(turn) == {"i", "q", "a"} and turn["a"]
-            if turn["q"].startswith("Question: "):
-                multiple_choice += 1
-                options = [line[4:] for line in turn["q"].splitlines() if line[:1] == "(" and line[2:4] == ") "]
-                letter = turn["a"][1]
-                assert turn["a"] == f"({letter}) {options['ABCDE'.index(letter)]}"
-    assert multiple_choice == len(instructions) // 2
-    covered = {Path(r["video"]).name.rsplit("_", 1)[0] for r in load(root, "instruction_video")}
+        assert [set(turn) for turn in record["QA"]] == [{"i", "q", "a"}] * 2 and all(t["a"] for t in record["QA"])
+    choices = load(root, "instruction_video_mc") + load(root, "instruction_image_mc")
+    assert len(choices) == len(instructions)
+    for item in choices:
+        base, key = (videos, "video") if "video" in item else (images, "image")
+        assert (base / item[key]).is_file() and item["answer"] in item["candidates"]
+        assert len(set(item["candidates"])) == len(item["candidates"]) >= 3
+    covered = {Path(r["video"]).name.rsplit("_", 1)[0] for r in load(root, "instruction_video_mc")}
     assert covered == set(syn.TASKS)
     manifest = json.loads((root / "MANIFEST.json").read_text())["checksums"]
     train = {h for p, h in manifest.items() if p.startswith("videos/")}
@@ -160,8 +159,7 @@ def test_training_and_benchmark_ask_with_the_same_templates(root):
     for task, spec in syn.TASKS.items():
         pattern = _template_pattern(spec.templates)
         bench = json.loads((root / "mvbench" / "json" / f"{task}.json").read_text())
-        trained = [t["q"].splitlines()[0][len("Question: "):] for r in load(root, "instruction_video")
-                   if Path(r["video"]).name.startswith(task) for t in r["QA"] if t["q"].startswith("Question: ")]
+        trained = [r["question"] for r in load(root, "instruction_video_mc") if Path(r["video"]).name.startswith(task)]
         assert trained and all(pattern.fullmatch(q) for q in trained), task
         assert all(pattern.fullmatch(i["question"]) for i in bench), task
         assert not pattern.fullmatch("What colour is the moving object at the end?") or task == "moving_attribute"

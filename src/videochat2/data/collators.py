@@ -12,7 +12,12 @@ import random
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from videochat2.data.conversation import build_caption_conversation, build_conversation, tokenize_conversation
+from videochat2.data.conversation import (
+    build_caption_conversation,
+    build_choice_conversation,
+    build_conversation,
+    tokenize_conversation,
+)
 from videochat2.data.formats import MediaRecord
 
 
@@ -45,8 +50,9 @@ class ConversationCollator:
     """Stages 2-3: a caption or QA record -> the family's prompt, LLM token ids and answer labels.
 
     A record with a caption becomes a stage-2 caption request (a random phrasing per sample); a record
-    with QA turns becomes a stage-3 conversation (multi-turn lists shuffled). The Q-Former instruction is
-    tokenized with `qformer_tokenizer` when one is given (stage 3).
+    with QA turns becomes a stage-3 conversation (multi-turn lists shuffled); a multiple-choice record
+    becomes the benchmark's prompt, its options re-ordered per draw when `shuffle_options`. The Q-Former
+    instruction is tokenized with `qformer_tokenizer` when one is given (stage 3).
     """
 
     def __init__(
@@ -57,8 +63,10 @@ class ConversationCollator:
         qformer_tokenizer: PreTrainedTokenizerBase | None = None,
         qformer_max_length: int = 512,
         system: str = "",
+        shuffle_options: bool = False,
     ) -> None:
         self.llm_tokenizer = llm_tokenizer
+        self.shuffle_options = shuffle_options
         self.template = template
         self.max_length = max_length
         self.qformer_tokenizer = qformer_tokenizer
@@ -69,6 +77,11 @@ class ConversationCollator:
         if record.caption is not None:
             return build_caption_conversation(
                 record.caption, self.template, record.media_type, tokenizer=self.llm_tokenizer, rng=rng
+            )
+        if record.choice is not None:
+            return build_choice_conversation(
+                record.choice, self.template, record.media_type, tokenizer=self.llm_tokenizer, rng=rng,
+                shuffle=self.shuffle_options,
             )
         return build_conversation(
             {"QA": list(record.qa)}, self.template, record.media_type,

@@ -21,6 +21,9 @@ Learned spans per template (stage 3), as in the original code:
 - `chat_template` (the tokenizer's own chat template): each assistant message as rendered, with the
   template's end-of-turn text.
 Stage 2 (captions) learns the caption and the family's end symbol only.
+
+Multiple-choice records (`build_choice_conversation`) are rendered in the benchmark's own prompt instead,
+ending in `Best option:(`, and learn `X) option` plus the family's end symbol: what the benchmark reads.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedTokenizerBase
+
+from videochat2.data.formats import MultipleChoice
+from videochat2.data.qa_generation import format_question
+from videochat2.eval.prompts import PROMPT_FAMILIES, VIDEO_PLACEHOLDER, build_prompt, option_letter
 
 TEMPLATES = ("vicuna_v0", "mistral_instruct", "phi3", "chat_template")
 IGNORE_INDEX = -100
@@ -255,6 +262,43 @@ def build_conversation(
     else:
         raise ValueError(f"unknown conversation template {template!r}; choose one of {TEMPLATES}")
     return Conversation(tuple(segments), media[1], qformer_instruction(template, turns))
+
+
+# What ends an answer in each family with a benchmark prompt (the training templates' own end of turn).
+CHOICE_ANSWER_END = {"vicuna_v0": " ###", "mistral_instruct": " </s>", "phi3": "<|end|>\n"}
+
+
+def build_choice_conversation(
+    choice: MultipleChoice,
+    template: str,
+    media_type: str = "video",
+    *,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    rng: random.Random | None = None,
+    shuffle: bool = False,
+) -> Conversation:
+    """A multiple-choice sample in the benchmark's prompt, learning `X) option` after `Best option:(`.
+
+    Training on the prompt the benchmark asks with, and giving the Q-Former what it reads there (the system
+    prompt), leaves nothing for a small model to bridge between training and evaluation. `shuffle` re-draws
+    the option order with `rng`, so the letter cannot be remembered per clip and must be read off the options.
+    Templates without a benchmark prompt (`chat_template`, which needs `tokenizer`) get one QA turn in their
+    own format instead.
+    """
+    candidates = list(choice.candidates)
+    if shuffle:
+        if rng is None:
+            raise ValueError("shuffling the options needs an rng")
+        rng.shuffle(candidates)
+    letter = option_letter(candidates.index(choice.answer))
+    if template not in PROMPT_FAMILIES:
+        turn = {"i": "", "q": format_question(choice.question, candidates), "a": f"({letter}) {choice.answer}"}
+        return build_conversation({"QA": [turn]}, template, media_type, tokenizer=tokenizer)
+    start, placeholder, end = media_tags(media_type)
+    prompt = build_prompt(choice.question, candidates, template)
+    text = prompt.text.replace(VIDEO_PLACEHOLDER, f"{start}{placeholder}{end}")
+    answer = Segment(f"{letter}) {choice.answer}{CHOICE_ANSWER_END[template]}", True)
+    return Conversation((Segment(text), answer), placeholder, prompt.qformer_instruction)
 
 
 def caption_prompts(media_type: str) -> tuple[str, ...]:

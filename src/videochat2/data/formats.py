@@ -7,8 +7,9 @@ Supported formats (the `format` of a corpus entry):
   `{"video"|"image": relpath, "QA": [{"i", "q", "a"}], "start"?, "end"?}`.
 - `llava`: LLaVA-style conversations, `{"video"|"image": relpath, "conversations": [{"from": "human"|"gpt",
   "value": "<video>\\n..."}]}`; an optional leading `system` turn becomes the instruction.
-- `mvbench`: MVBench items `{"video", "question", "candidates", "answer", "start"?, "end"?}`, trained on as
-  one multiple-choice QA turn in the form the benchmark prompt asks for.
+- `mvbench`: MVBench items `{"video", "question", "candidates", "answer", "start"?, "end"?}`, kept as a
+  structured multiple-choice question (`MediaRecord.choice`) and trained on in the benchmark's own prompt
+  (`conversation.build_choice_conversation`).
 
 Any of them may be a JSON list or JSONL (one record per line, chosen by the `.jsonl` suffix). Media paths
 are relative to the corpus' media root. A malformed record is an error that names the file and the record
@@ -23,24 +24,31 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from videochat2.data.qa_generation import LETTERS, format_answer, format_question
-from videochat2.eval.prompts import SYSTEM_PROMPT
+from videochat2.data.qa_generation import LETTERS
 
 MEDIA_TYPES = ("video", "image")
 # Reader names users type in a corpus entry -> the video backend they select.
 READERS = {"decord": "decord", "pyav": "av"}
-# The instruction of MVBench-format training items: the benchmark's own system prompt.
-MVBENCH_INSTRUCTION = SYSTEM_PROMPT.strip()
+
+
+@dataclass(frozen=True)
+class MultipleChoice:
+    """A benchmark-style question; kept structured so its options can be re-ordered for every draw."""
+
+    question: str
+    candidates: tuple[str, ...]
+    answer: str
 
 
 @dataclass(frozen=True)
 class MediaRecord:
-    """One training sample: a media file plus its text (a caption or a list of QA turns)."""
+    """One training sample: a media file plus its text (a caption, QA turns or a multiple-choice question)."""
 
     path: str
     media_type: str
     caption: str | None = None
     qa: tuple[dict, ...] = field(default_factory=tuple)
+    choice: MultipleChoice | None = None
     start: float | None = None
     end: float | None = None
     reader: str = "decord"
@@ -157,9 +165,8 @@ def _mvbench_record(item: dict, path: Path, index: int, media: str, media_type: 
     if answer not in candidates:
         raise AnnotationError(f"{path}: record {index}: 'answer' {answer!r} is not one of the candidates")
     start, end = _bound(item, path, index)
-    question, answer = format_question(question, candidates), format_answer(candidates, answer)
-    turn = {"i": MVBENCH_INSTRUCTION, "q": question, "a": answer}
-    return MediaRecord(media, media_type, qa=(turn,), start=start, end=end)
+    choice = MultipleChoice(question, tuple(candidates), answer)
+    return MediaRecord(media, media_type, choice=choice, start=start, end=end)
 
 
 Parser = Callable[[dict, Path, int, str, str], MediaRecord]

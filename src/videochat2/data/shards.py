@@ -35,7 +35,7 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from videochat2.data.formats import MediaRecord
+from videochat2.data.formats import MediaRecord, MultipleChoice
 from videochat2.data.media_dataset import read_with_deadline
 from videochat2.data.transforms import FrameTransform
 from videochat2.data.video import FrameSampling, MediaReadError, read_media
@@ -89,6 +89,9 @@ def record_from_json(data: bytes) -> MediaRecord:
     known = {f.name for f in fields(MediaRecord)}
     item = {k: v for k, v in item.items() if k in known}
     item["qa"] = tuple(item.get("qa") or ())
+    if item.get("choice"):
+        choice = item["choice"]
+        item["choice"] = MultipleChoice(choice["question"], tuple(choice["candidates"]), choice["answer"])
     return MediaRecord(**item)
 
 

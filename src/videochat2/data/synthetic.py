@@ -17,7 +17,9 @@ Layout under the root returned by :func:`build` (all media paths in annotation f
     annotations/pretrain_video.json                [{"video", "caption"}]          stages 1-2
     annotations/pretrain_image.json                [{"image", "caption"}]
     annotations/instruction_video.json             [{"video", "QA": [{"i", "q", "a"}], ["start", "end"]}]
+    annotations/instruction_video_mc.json          [{"video", "question", "candidates", "answer"[, "start", "end"]}]
     annotations/instruction_image.json             [{"image", "QA": [{"i", "q", "a"}]}]
+    annotations/instruction_image_mc.json          [{"image", "question", "candidates", "answer"}]
     annotations/retrieval_test.json                [{"video", "caption"}]          held-out clips
     annotations/events.json                        ground truth of every clip, paths relative to the root
     mvbench/tasks.json                             see below
@@ -31,8 +33,8 @@ Layout under the root returned by :func:`build` (all media paths in annotation f
     {"<task>": {"json": "<task>.json", "prefix": "<folder>/", "media_type": "video" | "frame",
                 "bound": <bool: items carry start/end in seconds>, "abbr": "<XY>"}}
 
-Multiple-choice instruction items use the benchmark's format: the question lists the options as
-``(A) ...`` lines and the answer starts with ``(X) option text``. Training, retrieval and benchmark clips
+Multiple-choice instruction items are MVBench items of training clips (``*_mc.json``, the benchmark's own
+item format, so training renders them in the benchmark's prompt and re-orders their options). Training, retrieval and benchmark clips
 come from disjoint seed streams. Same seed and settings give byte-identical files (single-threaded
 x264 with fixed options), so the manifest's checksums are reproducible.
 
@@ -65,7 +67,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 
 from videochat2.data import qa_generation as qa
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 FPS = 8
 FRAME_FOLDER_FPS = 3
 
@@ -712,22 +714,20 @@ def _open_answer(label: str) -> str:
     return label[0].upper() + label[1:] + "."
 
 
-def _instruction_records(anns: list[dict], seed: int) -> list[dict]:
-    """Per clip: one multiple-choice record in benchmark form and one open record (caption + question)."""
+def _instruction_records(anns: list[dict], seed: int) -> tuple[list[dict], list[dict]]:
+    """Per clip: an open record (caption + question) and a multiple-choice item in MVBench form."""
     rng = random.Random(seed)
-    out = []
+    open_records, choices = [], []
     for task, spec in TASKS.items():
         mine = [a for a in anns if a["task"] == task]
         items, _ = qa.build_items([_record(a, "videos/") for a in mine], spec.qa_task(task), seed=seed)
         for ann, item in zip(mine, items):
             bound = {"start": item["start"], "end": item["end"]} if "start" in item else {}
-            mc = {"i": MVBENCH_SYSTEM, "q": qa.format_question(item["question"], item["candidates"]),
-                  "a": qa.format_answer(item["candidates"], item["answer"])}
-            out.append({"video": item["video"], "QA": [mc], **bound})
+            choices.append(item)
             open_qa = [{"i": "", "q": rng.choice(CAPTION_PROMPTS), "a": ann["caption"]},
                        {"i": "", "q": item["question"], "a": _open_answer(item["answer"])}]
-            out.append({"video": item["video"], "QA": open_qa, **bound})
-    return sorted(out, key=lambda r: (r["video"], r["QA"][0]["i"]))
+            open_records.append({"video": item["video"], "QA": open_qa, **bound})
+    return sorted(open_records, key=lambda r: r["video"]), sorted(choices, key=lambda r: r["video"])
 
 
 def _benchmark(anns: list[dict], seed: int) -> dict[str, list[dict]]:
@@ -754,7 +754,7 @@ IMAGE_TASKS = (
 )
 
 
-def _write_images(root: Path, settings: dict) -> tuple[list[dict], list[dict]]:
+def _write_images(root: Path, settings: dict) -> tuple[list[dict], tuple[list[dict], list[dict]]]:
     """Still scenes: captions for pretraining and colour/shape questions for instruction tuning."""
     captions, records = [], []
     for i in range(settings["images"]):
@@ -772,20 +772,20 @@ def _write_images(root: Path, settings: dict) -> tuple[list[dict], list[dict]]:
     return captions, _image_instructions(records, settings["seed"])
 
 
-def _image_instructions(records: list[dict], seed: int) -> list[dict]:
+def _image_instructions(records: list[dict], seed: int) -> tuple[list[dict], list[dict]]:
+    """Per image: an open record (caption + one question) and the other question as a multiple-choice item."""
     rng = random.Random(seed)
     colour_items, _ = qa.build_items(records, IMAGE_TASKS[0], seed=seed)
     shape_items, _ = qa.build_items([{**r, "label": r["shape"]} for r in records], IMAGE_TASKS[1], seed=seed)
-    out = []
+    open_records, choices = [], []
     for record, c_item, s_item in zip(records, colour_items, shape_items):
         item = c_item if rng.random() < 0.5 else s_item
-        mc = {"i": MVBENCH_SYSTEM, "q": qa.format_question(item["question"], item["candidates"]),
-              "a": qa.format_answer(item["candidates"], item["answer"])}
         other = s_item if item is c_item else c_item
+        choices.append({"image": record["video"], **{k: item[k] for k in ("question", "candidates", "answer")}})
         open_qa = [{"i": "", "q": rng.choice(IMAGE_PROMPTS), "a": record["caption"]},
                    {"i": "", "q": other["question"], "a": _open_answer(other["answer"])}]
-        out += [{"image": record["video"], "QA": [mc]}, {"image": record["video"], "QA": open_qa}]
-    return out
+        open_records.append({"image": record["video"], "QA": open_qa})
+    return open_records, choices
 
 
 # ---------------------------------------------------------------- tokenizers
@@ -806,6 +806,8 @@ def _corpus(annotations: dict[str, list[dict]], benchmark: dict[str, list[dict]]
         texts += [r["caption"] for r in annotations[name]]
     for name in ("instruction_video", "instruction_image"):
         texts += [f"{t['i']} {t['q']} {t['a']}" for r in annotations[name] for t in r["QA"]]
+    for name in ("instruction_video_mc", "instruction_image_mc"):
+        texts += [f"{qa.format_question(i['question'], i['candidates'])} {i['answer']}" for i in annotations[name]]
     texts += [qa.format_question(i["question"], i["candidates"]) for items in benchmark.values() for i in items]
     return texts
 
@@ -923,12 +925,15 @@ def _build_into(root: Path, settings: dict, workers: int) -> dict:
     anns = _render_all(train + retrieval + bench, workers)
     split = (len(train), len(train) + len(retrieval))
     train_anns, retrieval_anns, bench_anns = anns[: split[0]], anns[split[0] : split[1]], anns[split[1] :]
-    image_captions, image_instructions = _write_images(root, settings)
+    image_captions, (image_open, image_choices) = _write_images(root, settings)
+    video_open, video_choices = _instruction_records(train_anns, settings["seed"])
     annotations = {
         "pretrain_video": [{"video": _strip(a["path"], "videos/"), "caption": a["caption"]} for a in train_anns],
         "pretrain_image": image_captions,
-        "instruction_video": _instruction_records(train_anns, settings["seed"]),
-        "instruction_image": image_instructions,
+        "instruction_video": video_open,
+        "instruction_video_mc": video_choices,
+        "instruction_image": image_open,
+        "instruction_image_mc": image_choices,
         "retrieval_test": [{"video": _strip(a["path"], "videos/"), "caption": a["caption"]} for a in retrieval_anns],
         "events": anns,
     }
