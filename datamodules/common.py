@@ -131,8 +131,9 @@ def prepare_embedded_llm(config: DictConfig, llm: DictConfig) -> None:
         return
     from hydra.utils import instantiate
 
-    from videochat2.models.embedded_llm import corpus_texts, pretrain_tiny_llama
+    from videochat2.models.embedded_llm import PretrainingSchedule, load_pretraining_text, pretrain_tiny_llama
 
     llm_config = instantiate(llm, path=None, lora=False, gradient_checkpointing=False)
-    texts = corpus_texts([f"{config.root}/annotations/{name}.json" for name in settings.corpus])
-    pretrain_tiny_llama(texts, settings.tokenizer, llm.path, llm_config, steps=settings.steps, seed=settings.seed)
+    text = load_pretraining_text([f"{config.root}/annotations/{name}.json" for name in settings.corpus])
+    schedule = PretrainingSchedule(steps=settings.steps, batch_size=settings.batch_size, seed=settings.seed)
+    pretrain_tiny_llama(text, settings.tokenizer, llm.path, llm_config, schedule)

@@ -76,13 +76,14 @@ def test_stage3_training_keeps_the_base_llm_bitwise(chained_run, tmp_path):
 
 
 def test_stage3_model_answers_in_the_trained_format(chained_run, dirs):
-    """Greedy generation after `###Assistant:` gives an option in the `(X) text` form the data teaches."""
+    """Greedy generation after the benchmark's `Best option:(` gives `X) text`, the form the data teaches."""
     import re
 
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from videochat2.data.conversation import build_conversation
+    from videochat2.data.conversation import build_choice_conversation
+    from videochat2.data.formats import MultipleChoice
     from videochat2.data.transforms import FrameTransform
     from videochat2.data.video import FrameSampling, read_media
 
@@ -91,12 +92,11 @@ def test_stage3_model_answers_in_the_trained_format(chained_run, dirs):
     module = instantiate(cfg.module, optimizer=None, scheduler=None, init_from=paths)
     model, tokenizer = module.model.eval(), module.llm_tokenizer
     data = dirs["data"] / "synthetic"
-    records = json.loads((data / "annotations" / "instruction_video.json").read_text())
-    record = next(r for r in records if r["QA"][0]["q"].startswith("Question:"))
-    turn = dict(record["QA"][0], a="")
-    before, after, _ = build_conversation({"QA": [turn]}, "vicuna_v0").split()
-    after = after[: after.rindex("###Assistant:") + len("###Assistant:")]
-    frames = read_media(data / "videos" / record["video"], "video", FrameSampling(cfg.data.num_frames, "middle"))
+    item = json.loads((data / "annotations" / "instruction_video_mc.json").read_text())[0]
+    choice = MultipleChoice(item["question"], tuple(item["candidates"]), item["answer"])
+    before, after, _ = build_choice_conversation(choice, "vicuna_v0").split()
+    after = after[: after.rindex("Best option:(") + len("Best option:(")]
+    frames = read_media(data / "videos" / item["video"], "video", FrameSampling(cfg.data.num_frames, "middle"))
     ids = model.generate(
         FrameTransform(cfg.data.image_size, "test")(frames)[None],
         [torch.tensor([tokenizer.bos_token_id] + tokenizer(before, add_special_tokens=False)["input_ids"])],
@@ -104,7 +104,7 @@ def test_stage3_model_answers_in_the_trained_format(chained_run, dirs):
         max_new_tokens=8,
     )
     answer = tokenizer.decode(ids[0], skip_special_tokens=True).strip()
-    assert re.match(r"\([A-E]\) \w", answer), answer
+    assert re.match(r"[A-E]\) \w", answer), answer
 
 
 def test_an_ablation_sweep_runs(dirs, chained_run):

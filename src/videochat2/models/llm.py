@@ -120,6 +120,7 @@ class LLMConfig:
     num_heads: int = 4
     intermediate_size: int = 256
     max_position_embeddings: int = 2048
+    initializer_range: float = 0.02
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -210,6 +211,7 @@ def build_tiny_llama(config: LLMConfig, tokenizer: PreTrainedTokenizerBase) -> P
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
+        initializer_range=config.initializer_range,
     )
     return AutoModelForCausalLM.from_config(
         llama_config,
