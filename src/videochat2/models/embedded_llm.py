@@ -22,6 +22,7 @@ three kinds of text:
 from __future__ import annotations
 
 import json
+import logging
 import random
 import shutil
 from collections.abc import Iterator
@@ -37,7 +38,10 @@ from videochat2.data.formats import MultipleChoice
 from videochat2.eval.prompts import SYSTEM_PROMPT
 from videochat2.models.llm import LLMConfig, build_tiny_llama, load_tokenizer
 
+log = logging.getLogger(__name__)
+
 SETTINGS_FILE = "pretraining.json"
+LOG_EVERY = 100
 TEMPLATE = "vicuna_v0"
 IGNORE_INDEX = -100
 
@@ -177,8 +181,11 @@ def pretrain_tiny_llama(
     optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=0.0)
     warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / schedule.warmup_steps))
     stream = batches(text, tokenizer, schedule, random.Random(schedule.seed))
-    for _, (input_ids, mask, labels) in zip(range(schedule.steps), stream):
+    log.info("pretraining the embedded LLM for %d steps on first use; it is kept in %s", schedule.steps, out_dir)
+    for step, (input_ids, mask, labels) in zip(range(1, schedule.steps + 1), stream):
         loss = loss_on_labels(model, input_ids, mask, labels)
+        if step % LOG_EVERY == 0 or step == schedule.steps:
+            log.info("embedded LLM step %d/%d loss %.3f", step, schedule.steps, loss.item())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
