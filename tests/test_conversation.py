@@ -11,8 +11,6 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import PreTrainedTokenizerFast
 from transformers.tokenization_utils_base import generate_merges
 
-from videochat2.data.formats import MultipleChoice
-from videochat2.eval.prompts import build_prompt
 from videochat2.data.conversation import (
     IGNORE_INDEX,
     IMAGE_CAPTION_PROMPTS,
@@ -25,6 +23,8 @@ from videochat2.data.conversation import (
     frame_time_message,
     tokenize_conversation,
 )
+from videochat2.data.formats import MultipleChoice
+from videochat2.eval.prompts import build_prompt
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|im_start|>", "<|im_end|>"]
 CHATML = (
