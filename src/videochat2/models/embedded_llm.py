@@ -33,7 +33,12 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from videochat2.data.conversation import Conversation, build_caption_conversation, build_choice_conversation
+from videochat2.data.conversation import (
+    IGNORE_INDEX,
+    Conversation,
+    build_caption_conversation,
+    build_choice_conversation,
+)
 from videochat2.data.formats import MultipleChoice
 from videochat2.eval.prompts import SYSTEM_PROMPT
 from videochat2.models.llm import LLMConfig, build_tiny_llama, load_tokenizer
@@ -43,7 +48,6 @@ log = logging.getLogger(__name__)
 SETTINGS_FILE = "pretraining.json"
 LOG_EVERY = 100
 TEMPLATE = "vicuna_v0"
-IGNORE_INDEX = -100
 
 
 @dataclass
