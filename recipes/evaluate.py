@@ -114,9 +114,22 @@ def prompt_family(cfg: DictConfig, module_cfg: DictConfig) -> str:
     return cfg.eval.prompt or instantiate(module_cfg.llm).conversation_template
 
 
-def fingerprint(paths: list[str]) -> list[list]:
+def recorded_path(path: str, cfg: DictConfig) -> str:
+    """A checkpoint as results record it: relative to the output root when under it, so a run directory
+    can be moved or shared without carrying this machine's layout."""
+    root = Path(cfg.paths.output_root).resolve()
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else path
+
+
+def fingerprint(paths: list[str], cfg: DictConfig) -> list[list]:
     """Each checkpoint with its size and mtime, so retrained weights make old predictions stale."""
-    return [[p, Path(p).stat().st_size, Path(p).stat().st_mtime_ns] if Path(p).exists() else [p] for p in paths]
+    return [[recorded_path(p, cfg), Path(p).stat().st_size, Path(p).stat().st_mtime_ns] if Path(p).exists()
+            else [recorded_path(p, cfg)] for p in paths]
+
+
+def last_checkpoint(source: ModelSource, cfg: DictConfig) -> str | None:
+    return recorded_path(source.init_from[-1], cfg) if source.init_from else None
 
 
 def start_or_resume(out_dir: Path, settings: dict) -> None:
@@ -161,7 +174,7 @@ def evaluate_mvbench(cfg: DictConfig) -> dict:
         "size": spec.image_size, "transform": spec.mode, "normalisation": spec.normalization,
         "prompt_family": family, "answerer": cfg.eval.answerer, "blind": cfg.eval.blind,
         "max_new_tokens": cfg.eval.max_new_tokens if cfg.eval.answerer == "generate" else None,
-        "checkpoint": source.init_from[-1] if source.init_from else None, "init_from": fingerprint(source.init_from),
+        "checkpoint": last_checkpoint(source, cfg), "init_from": fingerprint(source.init_from, cfg),
     }
     start_or_resume(out_dir, settings)
     predictions = out_dir / "predictions.jsonl"
@@ -211,7 +224,7 @@ def evaluate_retrieval_benchmark(cfg: DictConfig) -> dict:
     metrics = evaluate_retrieval(module.model, tokenizer, corpus, loader, cfg.benchmark.max_txt_len, cfg.eval.k_test)
     settings = {"frames": spec.num_frames, "size": spec.image_size, "transform": spec.mode,
                 "normalisation": spec.normalization, "k_test": cfg.eval.k_test,
-                "checkpoint": source.init_from[-1] if source.init_from else None}
+                "checkpoint": last_checkpoint(source, cfg)}
     results = {"n_videos": len(corpus.media), "n_texts": len(corpus.texts), **metrics, "settings": settings}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_results(results, out_dir / "results.json")

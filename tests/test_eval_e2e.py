@@ -64,7 +64,9 @@ def test_eval_runs_end_to_end_and_resumes(trained):
     assert all(TASK_KEYS <= t.keys() for t in results["tasks"].values())
     assert results["settings"]["frames"] == 8 and results["settings"]["size"] == 64
     assert results["settings"]["normalisation"] == "imagenet" and results["settings"]["answerer"] == "letter_logits"
-    assert results["settings"]["checkpoint"].endswith("stage3/checkpoints/last.ckpt")
+    assert results["settings"]["checkpoint"] == "t/stage3/checkpoints/last.ckpt"
+    recorded = [entry[0] for entry in json.loads((out / "settings.json").read_text())["init_from"]]
+    assert recorded == [f"t/stage{s}/checkpoints/last.ckpt" for s in (1, 2, 3)]
     assert (out / "results.png").stat().st_size > 0
     lines = (out / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == 36 and all("argmax_is_letter" in json.loads(line) for line in lines)
