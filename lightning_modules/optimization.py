@@ -15,10 +15,14 @@ def configure_optimizers(
     scheduler_factory: Callable | None,
     no_decay_names: Iterable[str],
     total_steps: int,
+    lr_scale: Callable[[str], float] | None = None,
 ):
     """What `LightningModule.configure_optimizers` returns: AdamW groups and a scheduler stepped per step."""
-    weight_decay = optimizer_factory.keywords.get("weight_decay", 0.0)
-    optimizer = optimizer_factory(param_groups(model.named_parameters(), weight_decay, no_decay_names))
+    keywords = optimizer_factory.keywords
+    groups = param_groups(
+        model.named_parameters(), keywords.get("weight_decay", 0.0), no_decay_names, lr_scale, keywords.get("lr")
+    )
+    optimizer = optimizer_factory(groups)
     if scheduler_factory is None:
         return optimizer
     scheduler = scheduler_factory(optimizer, total_steps=total_steps)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -58,6 +58,7 @@ class VideoChat2Module(LightningModule):
         llm_tokenizer: str | None,
         trainable: Sequence[str],
         optimizer: Callable,
+        lr_scale: Mapping[str, float] | None = None,
         scheduler: Callable | None = None,
         init_from: Sequence[str] = (),
         pretrained_root: str | None = None,
@@ -78,6 +79,7 @@ class VideoChat2Module(LightningModule):
             self.load_report = None
             log.info("model.init_from=none: every component starts from its own initialisation")
         self.set_trainable(trainable)
+        self.lr_scale = self.checked_lr_scale(dict(lr_scale or {}))
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
 
@@ -100,6 +102,16 @@ class VideoChat2Module(LightningModule):
             raise ValueError(f"declared trainable but holding no trainable parameters: {idle}")
         log.info("parameters (trainable / frozen):\n%s", "\n".join(
             f"  {name:20s} {t:>12,d} / {f:>12,d}" for name, (t, f) in counts.items()))
+
+    def checked_lr_scale(self, lr_scale: dict[str, float]) -> dict[str, float]:
+        """A misspelt component would silently train at the base rate: refuse names that are no component.
+
+        A component that is frozen in this run (an ablation without LoRA, say) keeps its scale unused.
+        """
+        unknown = sorted(set(lr_scale) - {*COMPONENTS, "lora"})
+        if unknown:
+            raise ValueError(f"unknown components in model.lr_scale: {unknown}; choose from {[*COMPONENTS, 'lora']}")
+        return lr_scale
 
     def parameter_table(self) -> dict[str, tuple[int, int]]:
         counts: dict[str, list[int]] = {}
@@ -131,7 +143,7 @@ class VideoChat2Module(LightningModule):
     def configure_optimizers(self):
         return configure_optimizers(
             self.model, self.optimizer_factory, self.scheduler_factory, ("query_tokens", "extra_query_tokens"),
-            self.trainer.estimated_stepping_batches,
+            self.trainer.estimated_stepping_batches, lambda name: self.lr_scale.get(component_of(name), 1.0),
         )
 
 

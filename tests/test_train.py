@@ -6,6 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import run_script, train_overrides
@@ -53,6 +54,26 @@ def test_stage_checkpoints_hold_only_trainable_tensors(chained_run):
     # Stage 2 reads no instruction, so the Q-Former text path is frozen and left out.
     assert "model.qformer.bert.embeddings.word_embeddings.weight" not in stage2
     assert "model.qformer.bert.embeddings.word_embeddings.weight" in stage3
+
+
+def test_stage3_trains_the_bridge_at_the_scaled_rate(chained_run):
+    """The embedded stage 3 runs the projection and LoRA at model.lr_scale (20x) the rate of the rest."""
+    checkpoint = torch.load(chained_run / "stage3" / "checkpoints" / "last.ckpt", weights_only=True)
+    groups = checkpoint["optimizer_states"][0]["param_groups"]
+    base = min(g["initial_lr"] for g in groups)
+    scaled = [g for g in groups if g["initial_lr"] != base]
+    assert base == pytest.approx(5e-4) and scaled
+    assert all(g["initial_lr"] == pytest.approx(20 * base) for g in scaled)
+    bridge = [k for k in read_state_dict(chained_run / "stage3" / "checkpoints" / "last.ckpt")
+              if "lora_" in k or k.startswith("model.llm_proj.")]
+    assert sum(len(g["params"]) for g in scaled) == len(bridge) > 0
+
+
+def test_a_scale_for_an_unknown_component_is_refused(dirs, chained_run):
+    result = train("stage=3", "+model.lr_scale.projection=2", "model.init_from=none",
+                   *train_overrides(dirs, run="frozen_scale"), check=False)
+    assert result.returncode != 0
+    assert "unknown components in model.lr_scale: ['projection']" in result.stderr
 
 
 def test_stage3_training_keeps_the_base_llm_bitwise(chained_run, tmp_path):

@@ -8,7 +8,7 @@ per-step cosine whose warmup starts at `min_lr_multi * lr` rather than at zero.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -18,18 +18,30 @@ def param_groups(
     named_parameters: Iterable[tuple[str, nn.Parameter]],
     weight_decay: float,
     no_decay_names: Iterable[str] = (),
+    lr_scale: Callable[[str], float] | None = None,
+    base_lr: float | None = None,
 ) -> list[dict]:
-    """Split trainable parameters into a decayed and a non-decayed group."""
+    """Split trainable parameters into a decayed and a non-decayed group at the base learning rate, plus
+    one such pair per other scale that `lr_scale` (parameter name -> multiplier) assigns.
+
+    The scaled groups carry their own `lr` (base_lr × scale), so a per-group schedule such as
+    `cosine_with_warmup` moves them in step with the rest.
+    """
     exempt = set(no_decay_names)
-    decay, no_decay = [], []
+    groups = {(1.0, True): [], (1.0, False): []}
     for name, param in named_parameters:
         if not param.requires_grad:
             continue
         skip = param.ndim <= 1 or name.endswith(".bias") or name in exempt or name.split(".")[-1] in exempt
-        (no_decay if skip else decay).append(param)
+        scale = lr_scale(name) if lr_scale is not None else 1.0
+        groups.setdefault((scale, not skip), []).append(param)
+    if any(scale != 1.0 for scale, _ in groups) and base_lr is None:
+        raise ValueError("a learning-rate scale other than 1 needs the base learning rate")
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": params, "weight_decay": weight_decay if decayed else 0.0,
+         **({"lr": base_lr * scale} if scale != 1.0 else {})}
+        for (scale, decayed), params in groups.items()
+        if params or scale == 1.0
     ]
 
 
