@@ -71,7 +71,7 @@ def test_stage3_trains_the_bridge_at_the_scaled_rate(chained_run):
 
 def test_a_scale_for_an_unknown_component_is_refused(dirs, chained_run):
     result = train("stage=3", "+model.lr_scale.projection=2", "model.init_from=none",
-                   *train_overrides(dirs, run="frozen_scale"), check=False)
+                   *train_overrides(dirs, run="unknown_scale"), check=False)
     assert result.returncode != 0
     assert "unknown components in model.lr_scale: ['projection']" in result.stderr
 
