@@ -124,8 +124,11 @@ def recorded_path(path: str, cfg: DictConfig) -> str:
 
 def fingerprint(paths: list[str], cfg: DictConfig) -> list[list]:
     """Each checkpoint with its size and mtime, so retrained weights make old predictions stale."""
-    return [[recorded_path(p, cfg), Path(p).stat().st_size, Path(p).stat().st_mtime_ns] if Path(p).exists()
-            else [recorded_path(p, cfg)] for p in paths]
+    rows = []
+    for path in paths:
+        stat = Path(path).stat() if Path(path).exists() else None
+        rows.append([recorded_path(path, cfg), *((stat.st_size, stat.st_mtime_ns) if stat else ())])
+    return rows
 
 
 def last_checkpoint(source: ModelSource, cfg: DictConfig) -> str | None:

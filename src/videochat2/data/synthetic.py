@@ -35,8 +35,8 @@ Layout under the root returned by :func:`build` (all media paths in annotation f
 
 Multiple-choice instruction items are MVBench items of training clips (``*_mc.json``, the benchmark's own
 item format), so training renders them in the benchmark's prompt and re-orders their options. Training,
-retrieval and benchmark clips come from disjoint seed streams. Same seed and settings give byte-identical files (single-threaded
-x264 with fixed options), so the manifest's checksums are reproducible.
+retrieval and benchmark clips come from disjoint seed streams. Same seed and settings give byte-identical
+files (single-threaded x264 with fixed options), so the manifest's checksums are reproducible.
 
 Building is cached: a root whose manifest records the same settings is reused as is; other settings are
 built in a temporary sibling folder that replaces the root by renames only when complete. Command line::
