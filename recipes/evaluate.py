@@ -2,7 +2,8 @@
 
 MVBench-format benchmarks: load the model, decide frames and pixels, answer every question not yet in
 predictions.jsonl, then score, tabulate and plot the whole set. Retrieval: encode the caption corpus
-with the stage-1 model and report similarity-only and re-ranked recalls.
+with the stage-1 model and report similarity-only and re-ranked recalls. Probe: the mean features of
+labelled clips after any stage, and per task how well a linear classifier reads the answer from them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from videochat2.eval.answerers import build_answerer
 from videochat2.eval.mvbench import aggregate, format_table, load_questions, plot_results, write_results
 from videochat2.eval.mvbench_data import FrameCache, FrameSpec, MVBenchCollator, MVBenchDataset
 from videochat2.eval.mvbench_run import answer_questions, missing_media, pending_questions, question_loader, run_records
+from videochat2.eval.probe import probe_tasks
+from videochat2.eval.probe_run import clip_features, collate_clips, load_labelled_clips
+from videochat2.eval.prompts import SYSTEM_PROMPT
 from videochat2.eval.retrieval_run import ClipDataset, build_corpus, evaluate_retrieval
 from videochat2.models.tokenizers import load_qformer_tokenizer
 
@@ -242,11 +246,52 @@ def format_retrieval(metrics: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def probe_instruction(source: ModelSource, module: LightningModule) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The Q-Former instruction the benchmark gives a stage-3 model (the system prompt); else none."""
+    config = getattr(module.model, "config", None)
+    if not getattr(config, "qformer_text_input", False):
+        return None
+    encoded = load_qformer_tokenizer(source.module.qformer_tokenizer)([SYSTEM_PROMPT], return_tensors="pt")
+    return encoded["input_ids"], encoded["attention_mask"]
+
+
+def evaluate_probe(cfg: DictConfig) -> dict:
+    bench = cfg.benchmark
+    clips = load_labelled_clips(bench.labels, bench.media_root, bench.path_prefix)
+    source = model_source(cfg, int(cfg.stage))
+    spec = frame_spec(cfg, source.trained_data)
+    module = build_module(source, spec, cfg)
+    dataset = MVBenchDataset(clips, spec, FrameCache(cfg.eval.cache_dir))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.eval.batch_size, num_workers=cfg.eval.num_workers,
+                                         collate_fn=collate_clips)
+    features = clip_features(module.model, loader, probe_instruction(source, module))
+    probed = probe_tasks(features, [c.task for c in clips], [c.answer for c in clips],
+                         bench.train_fraction, bench.max_classes, cfg.seed)
+    settings = {"stage": int(cfg.stage), "labels": str(bench.labels), "frames": spec.num_frames,
+                "size": spec.image_size, "train_fraction": bench.train_fraction,
+                "checkpoint": last_checkpoint(source, cfg)}
+    results = {"n": len(clips), **probed, "settings": settings}
+    out_dir = output_dir(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_results(results, out_dir / "results.json")
+    print(format_probe(probed))
+    log.info("results in %s", out_dir)
+    return results
+
+
+def format_probe(probed: dict) -> str:
+    columns = ["classes", "n_test", "majority", "vit", "visual_tokens"]
+    lines = [f"{'task':<22}" + "".join(f"{c:>14}" for c in columns)]
+    lines += [f"{task:<22}" + "".join(f"{row[c]:>14}" for c in columns) for task, row in probed["tasks"].items()]
+    lines.append(f"{'macro':<22}{'':>28}" + "".join(f"{probed['macro'][c]:>14}" for c in columns[2:]))
+    lines += [f"skipped {task}: {reason}" for task, reason in probed["skipped"].items()]
+    return "\n".join(lines)
+
+
 def evaluate(cfg: DictConfig) -> dict:
     """Run the configured benchmark; returns its results dict."""
     torch.manual_seed(cfg.seed)
-    if cfg.benchmark.kind == "retrieval":
-        return evaluate_retrieval_benchmark(cfg)
-    if cfg.benchmark.kind != "mvbench":
-        raise ValueError(f"benchmark.kind must be mvbench or retrieval, got {cfg.benchmark.kind!r}")
-    return evaluate_mvbench(cfg)
+    kinds = {"mvbench": evaluate_mvbench, "retrieval": evaluate_retrieval_benchmark, "probe": evaluate_probe}
+    if cfg.benchmark.kind not in kinds:
+        raise ValueError(f"benchmark.kind must be one of {sorted(kinds)}, got {cfg.benchmark.kind!r}")
+    return kinds[cfg.benchmark.kind](cfg)

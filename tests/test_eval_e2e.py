@@ -98,3 +98,29 @@ def test_retrieval_reports_similarity_and_reranked_recalls(trained):
         assert results[scores]["r10_t2v"] == 100.0
     saved = json.loads((trained["out"] / "t" / "eval" / "retrieval" / "results.json").read_text())
     assert saved["settings"]["frames"] == 4 and saved["settings"]["k_test"] == 3
+
+
+def test_probe_names_its_output_after_the_stage():
+    assert str(output_dir(compose_eval(["benchmark=probe"]))) == "outputs/default/eval/probe-stage3"
+    cfg = compose_eval(["benchmark=probe", "stage=1"])
+    assert str(output_dir(cfg)) == "outputs/default/eval/probe-stage1"
+    assert cfg.module._target_ == "lightning_modules.AlignmentModule"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [1, 3])
+def test_probe_reads_every_task_after_stage_1_and_stage_3(trained, stage):
+    # All clips of the small world (training, retrieval and benchmark ones, a frame folder task among
+    # them): its ten per task let the closed-answer tasks be probed; the training clips alone are too few.
+    paths = [f"paths.data_dir={trained['data']}", f"paths.output_root={trained['out']}", "run_name=t",
+             "eval.num_workers=0", "benchmark.path_prefix=null", f"stage={stage}"]
+    results = evaluate(compose_eval(["benchmark=probe", *paths]))
+    events = json.loads((trained["data"] / "synthetic" / "annotations" / "events.json").read_text())
+    assert results["n"] == len(events)
+    assert set(results["tasks"]) | set(results["skipped"]) == {e["task"] for e in events}
+    assert {"action_count", "state_change", "action_localization"} <= results["tasks"].keys()
+    assert "character_order" in results["skipped"]
+    for row in results["tasks"].values():
+        assert all(0.0 <= row[key] <= 100.0 for key in ("majority", "vit", "visual_tokens"))
+    saved = json.loads((trained["out"] / "t" / "eval" / f"probe-stage{stage}" / "results.json").read_text())
+    assert saved["settings"]["stage"] == stage and saved["settings"]["frames"] == (4 if stage == 1 else 8)

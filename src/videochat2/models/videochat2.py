@@ -67,6 +67,10 @@ class VideoChat2(nn.Module):
     def queries(self, batch_size: int) -> Tensor:
         return torch.cat([self.query_tokens, self.extra_query_tokens], dim=1).expand(batch_size, -1, -1)
 
+    def encode_frames(self, pixel_values: Tensor) -> Tensor:
+        """[B, T, 3, H, W] -> the normalised ViT tokens the Q-Former reads, [B, T·L, vision width]."""
+        return self.vision_layernorm(self.vision_encoder(pixel_values).flatten(1, 2))
+
     def encode_visual(
         self,
         pixel_values: Tensor,
@@ -74,8 +78,12 @@ class VideoChat2(nn.Module):
         instruction_mask: Tensor | None = None,
     ) -> Tensor:
         """[B, T, 3, H, W] (+ the Q-Former instruction) -> visual tokens [B, num_query, llm width]."""
-        frames = self.vision_encoder(pixel_values)
-        vision_embeds = self.vision_layernorm(frames.flatten(1, 2))
+        return self.visual_tokens(self.encode_frames(pixel_values), instruction_ids, instruction_mask)
+
+    def visual_tokens(
+        self, vision_embeds: Tensor, instruction_ids: Tensor | None = None, instruction_mask: Tensor | None = None
+    ) -> Tensor:
+        """ViT tokens (from `encode_frames`) -> visual tokens [B, num_query, llm width]."""
         queries = self.queries(vision_embeds.shape[0])
         if not self.config.qformer_text_input:
             instruction_ids = instruction_mask = None
