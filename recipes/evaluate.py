@@ -33,6 +33,9 @@ from videochat2.models.tokenizers import load_qformer_tokenizer
 
 log = logging.getLogger(__name__)
 
+# eval.oracle writes the gold answer this many times in the media slot (visual tokens say it many times).
+ORACLE_REPEATS = 4
+
 
 @dataclass
 class ModelSource:
@@ -91,6 +94,7 @@ def output_dir(cfg: DictConfig) -> Path:
     if tag is None:
         parts = [cfg.eval.answerer if cfg.eval.answerer != "letter_logits" else None,
                  "blind" if cfg.eval.blind else None,
+                 "oracle" if cfg.eval.oracle else None,
                  f"{cfg.data.num_frames}f" if cfg.data.num_frames is not None else None,
                  f"{cfg.data.image_size}px" if cfg.data.image_size is not None else None,
                  "official" if cfg.benchmark.transform == "official" else None]
@@ -169,6 +173,8 @@ def check_media(questions: list, strict: bool) -> None:
 
 
 def evaluate_mvbench(cfg: DictConfig) -> dict:
+    if cfg.eval.blind and cfg.eval.oracle:
+        raise ValueError("eval.blind and eval.oracle are opposite baselines; set one of them")
     questions = select_questions(cfg)
     check_media(questions, cfg.benchmark.strict_media)
     out_dir = output_dir(cfg)
@@ -180,6 +186,7 @@ def evaluate_mvbench(cfg: DictConfig) -> dict:
         "benchmark": cfg.benchmark.name, "root": str(cfg.benchmark.root), "frames": spec.num_frames,
         "size": spec.image_size, "transform": spec.mode, "normalisation": spec.normalization,
         "prompt_family": family, "answerer": cfg.eval.answerer, "blind": cfg.eval.blind,
+        "oracle": cfg.eval.oracle,
         "max_new_tokens": cfg.eval.max_new_tokens if cfg.eval.answerer == "generate" else None,
         "checkpoint": last_checkpoint(source, cfg), "init_from": fingerprint(source.init_from, cfg),
     }
@@ -204,9 +211,10 @@ def answer_pending(
     model = module.model
     uses_instruction = model.config.qformer_text_input
     qformer_tokenizer = load_qformer_tokenizer(source.module.qformer_tokenizer) if uses_instruction else None
-    collate = MVBenchCollator(module.llm_tokenizer, qformer_tokenizer, family)
+    collate = MVBenchCollator(module.llm_tokenizer, qformer_tokenizer, family,
+                              answer_in_slot=ORACLE_REPEATS if cfg.eval.oracle else 0)
     cache = FrameCache(cfg.eval.cache_dir)
-    dataset = MVBenchDataset(todo, spec, cache, blind=cfg.eval.blind)
+    dataset = MVBenchDataset(todo, spec, cache, blind=cfg.eval.blind or cfg.eval.oracle)
     loader = question_loader(dataset, collate, cfg.eval.batch_size, cfg.eval.num_workers)
     answerer = build_answerer(cfg.eval.answerer, model, module.llm_tokenizer, family, cfg.eval.max_new_tokens)
     written = answer_questions(loader, answerer, cfg.eval.answerer, predictions)

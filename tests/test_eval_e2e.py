@@ -77,14 +77,18 @@ def test_eval_runs_end_to_end_and_resumes(trained):
 
 
 @pytest.mark.slow
-def test_blind_and_single_frame_baselines_get_their_own_folders(trained):
+def test_blind_oracle_and_single_frame_baselines_get_their_own_folders(trained):
     paths = [f"paths.data_dir={trained['data']}", f"paths.output_root={trained['out']}", "run_name=t",
              "eval.num_workers=0", "eval.tasks=[MD,AS]"]
     blind = evaluate(compose_eval([*paths, "eval.blind=true"]))
     single = evaluate(compose_eval([*paths, "data.num_frames=1"]))
-    assert blind["n"] == single["n"] == 8 and blind["settings"]["blind"] and single["settings"]["frames"] == 1
-    assert (trained["out"] / "t" / "eval" / "synthetic-blind" / "results.json").is_file()
-    assert (trained["out"] / "t" / "eval" / "synthetic-1f" / "results.json").is_file()
+    oracle = evaluate(compose_eval([*paths, "eval.oracle=true"]))
+    assert blind["n"] == single["n"] == oracle["n"] == 8
+    assert blind["settings"]["blind"] and single["settings"]["frames"] == 1 and oracle["settings"]["oracle"]
+    for name in ("synthetic-blind", "synthetic-1f", "synthetic-oracle"):
+        assert (trained["out"] / "t" / "eval" / name / "results.json").is_file()
+    with pytest.raises(ValueError, match="opposite baselines"):
+        evaluate(compose_eval([*paths, "eval.blind=true", "eval.oracle=true"]))
 
 
 @pytest.mark.slow

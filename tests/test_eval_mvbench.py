@@ -16,7 +16,7 @@ from recipes.evaluate import check_media, start_or_resume
 from tests.conftest import ramp_frames, write_video
 from videochat2.data.frame_indices import official_mvbench_indices
 from videochat2.data.video import MVBENCH_SAMPLE, FrameSampling, read_media
-from videochat2.eval.answerers import GenerateAnswerer, LetterLogitsAnswerer, letter_token_ids
+from videochat2.eval.answerers import GenerateAnswerer, LetterLogitsAnswerer, letter_token_ids, model_inputs
 from videochat2.eval.mvbench import aggregate, load_questions, plot_results, write_results
 from videochat2.eval.mvbench_data import FrameCache, FrameSpec, MVBenchCollator, MVBenchDataset, cache_key
 from videochat2.eval.mvbench_run import answer_questions, missing_media, pending_questions, question_loader, run_records
@@ -171,6 +171,18 @@ def test_letter_logits_is_the_restricted_next_token_argmax(model, tokenizer, tas
     assert tokenizer.bos_token_id not in batch["input_ids_after"][0].tolist()
     text = build_prompt(question.question, question.candidates).text
     assert tokenizer.decode(batch["input_ids_after"][0]) == text.split("<VideoHere>")[1]
+
+
+def test_the_oracle_writes_the_answer_where_the_visual_tokens_go_and_runs_text_only(model, tokenizer, tasks_json_root):
+    question = load_questions(tasks_json_root)[1]
+    batch = MVBenchCollator(tokenizer, None, "vicuna_v0", answer_in_slot=4)([MVBenchDataset([question], SPEC, blind=True)[0]])
+    assert batch["pixel_values"] is None and batch["input_ids_after"][0].numel() == 0
+    text = build_prompt(question.question, question.candidates).text
+    slot = " ".join([question.answer] * 4)
+    assert tokenizer.decode(batch["input_ids_before"][0][1:]) == text.replace("<VideoHere>", slot)
+    ids = batch["input_ids_before"][0][None]
+    expected = model.llm(input_ids=ids).logits[0, -1]
+    torch.testing.assert_close(model.next_token_logits(**model_inputs(batch))[0], expected)
 
 
 class Interrupted(RuntimeError):

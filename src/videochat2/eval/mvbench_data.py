@@ -158,6 +158,9 @@ class MVBenchCollator:
     """Items -> a batch with the prompt tokenized around the visual tokens (BOS before them only).
 
     Runs in the DataLoader workers. Each sample keeps its own token lists; the model pads on the left.
+    With `answer_in_slot` > 0 the batch is the text-only oracle: the gold answer, written that many times,
+    stands where the visual tokens would, and there are no pixels. It measures what the LLM answers
+    given visual tokens that say exactly the answer, the ceiling of everything before it.
     """
 
     def __init__(
@@ -166,30 +169,39 @@ class MVBenchCollator:
         qformer_tokenizer: PreTrainedTokenizerBase | None,
         family: str,
         qformer_max_length: int = 256,
+        answer_in_slot: int = 0,
     ) -> None:
         self.llm_tokenizer = llm_tokenizer
         self.qformer_tokenizer = qformer_tokenizer
         self.family = family
         self.qformer_max_length = qformer_max_length
+        self.answer_in_slot = answer_in_slot
 
     def prompt(self, question: MVBenchQuestion) -> MVBenchPrompt:
         return build_prompt(question.question, question.candidates, self.family)
 
-    def encode(self, prompt: MVBenchPrompt) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, prompt: MVBenchPrompt, slot: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids before the visual tokens, ids after them); with `slot`, all of it before, `slot` in the gap."""
         before, after = prompt.segments
+        if slot is not None:
+            before, after = before + slot + after, ""
         bos = [self.llm_tokenizer.bos_token_id] if self.llm_tokenizer.bos_token_id is not None else []
         ids_before = bos + self.llm_tokenizer(before, add_special_tokens=False)["input_ids"]
         ids_after = self.llm_tokenizer(after, add_special_tokens=False)["input_ids"]
         return torch.tensor(ids_before, dtype=torch.long), torch.tensor(ids_after, dtype=torch.long)
 
+    def slot(self, question: MVBenchQuestion) -> str | None:
+        return " ".join([question.answer] * self.answer_in_slot) if self.answer_in_slot else None
+
     def __call__(self, items: list[dict]) -> dict:
         prompts = [self.prompt(item["question"]) for item in items]
-        encoded = [self.encode(p) for p in prompts]
+        encoded = [self.encode(p, self.slot(item["question"])) for p, item in zip(prompts, items)]
+        oracle = self.answer_in_slot > 0
         batch = {
             "indices": [item["index"] for item in items],
             "questions": [item["question"] for item in items],
             "errors": [item["error"] for item in items],
-            "pixel_values": torch.stack([item["pixel_values"] for item in items]),
+            "pixel_values": None if oracle else torch.stack([item["pixel_values"] for item in items]),
             "input_ids_before": [before for before, _ in encoded],
             "input_ids_after": [after for _, after in encoded],
         }

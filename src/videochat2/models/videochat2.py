@@ -148,20 +148,26 @@ class VideoChat2(nn.Module):
 
     def prompt_batch(
         self,
-        pixel_values: Tensor,
+        pixel_values: Tensor | None,
         input_ids_before: list[Tensor],
         input_ids_after: list[Tensor],
         instruction_ids: Tensor | None = None,
         instruction_mask: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """Left-padded inference inputs: the prompts with their visual tokens (real BOS at position 0)."""
-        visual = self.encode_visual(pixel_values, instruction_ids, instruction_mask)
+        """Left-padded inference inputs: the prompts with their visual tokens (real BOS at position 0).
+
+        Without pixels the prompts are text only: no visual tokens stand between the two parts.
+        """
+        if pixel_values is None:
+            visual = self.llm_proj.weight.new_zeros(len(input_ids_before), 0, self.llm_proj.out_features)
+        else:
+            visual = self.encode_visual(pixel_values, instruction_ids, instruction_mask)
         return self.build_inputs(visual, input_ids_before, input_ids_after, padding_side="left")
 
     @torch.no_grad()
     def next_token_logits(
         self,
-        pixel_values: Tensor,
+        pixel_values: Tensor | None,
         input_ids_before: list[Tensor],
         input_ids_after: list[Tensor],
         instruction_ids: Tensor | None = None,
@@ -179,7 +185,7 @@ class VideoChat2(nn.Module):
     @torch.no_grad()
     def generate(
         self,
-        pixel_values: Tensor,
+        pixel_values: Tensor | None,
         input_ids_before: list[Tensor],
         input_ids_after: list[Tensor],
         instruction_ids: Tensor | None = None,
