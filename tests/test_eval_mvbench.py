@@ -175,7 +175,8 @@ def test_letter_logits_is_the_restricted_next_token_argmax(model, tokenizer, tas
 
 def test_the_oracle_writes_the_answer_where_the_visual_tokens_go_and_runs_text_only(model, tokenizer, tasks_json_root):
     question = load_questions(tasks_json_root)[1]
-    batch = MVBenchCollator(tokenizer, None, "vicuna_v0", answer_in_slot=4)([MVBenchDataset([question], SPEC, blind=True)[0]])
+    collate = MVBenchCollator(tokenizer, None, "vicuna_v0", answer_in_slot=4)
+    batch = collate([MVBenchDataset([question], SPEC, blind=True)[0]])
     assert batch["pixel_values"] is None and batch["input_ids_after"][0].numel() == 0
     text = build_prompt(question.question, question.candidates).text
     slot = " ".join([question.answer] * 4)

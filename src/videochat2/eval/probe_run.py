@@ -1,10 +1,10 @@
 """The probe's data and features: labelled clips read as the benchmark reads them, then mean features.
 
-Labelled clips come from a JSON list of `{"path", "task", "label", "bound"?, "media_type"?}` (the embedded
-world writes one, `annotations/events.json`, with every clip's ground truth); without a media type, a
-`.gif` is a gif, a path without a suffix a frame folder, anything else a video file. Each clip becomes a one-option MVBench
-question, so it is sampled by the official index rule, cached and batched exactly as the benchmark's
-clips are.
+Labelled clips come from a JSON list of `{"path", "task", "label", "bound"?, "media_type"?}` (the
+embedded world writes one, `annotations/events.json`, with every clip's ground truth); without a media
+type, a `.gif` is a gif, a path without a suffix a frame folder, anything else a video file. Each clip
+becomes a one-option MVBench question, so it is sampled by the official index rule, cached and batched
+exactly as the benchmark's clips are.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from videochat2.models.alignment import VideoChat2Alignment
 from videochat2.models.videochat2 import VideoChat2
 
 
-def load_labelled_clips(annotation: str | Path, media_root: str | Path, path_prefix: str | None = None) -> list[MVBenchQuestion]:
+def load_labelled_clips(
+    annotation: str | Path, media_root: str | Path, path_prefix: str | None = None
+) -> list[MVBenchQuestion]:
     """The records whose path starts with `path_prefix` (all when None), in file order."""
     records = json.loads(Path(annotation).read_text())
     clips = []
