@@ -1,11 +1,14 @@
 """The LLM wrapper on tiny stand-ins of the three paper families, loaded through the real preset paths."""
 
 import importlib.util
+import json
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 import torch
 from peft import PeftModel
+from omegaconf import ListConfig
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     AutoModelForCausalLM,
@@ -16,6 +19,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from videochat2.models.embedded_llm import SETTINGS_FILE, PretrainingSchedule, PretrainingText, pretrain_tiny_llama
 from videochat2.models.llm import (
     PRESETS,
     LLMConfig,
@@ -236,3 +240,29 @@ def test_paper_recipes_build_their_llm_through_the_preset_path(pretrained_root: 
     model, tokenizer = build_llm(instantiate(cfg.model.llm), cfg.model.llm_tokenizer, cfg.paths.pretrained)
     assert isinstance(model, PeftModel) and family_of(model) == family
     assert len(tokenizer) == SIZES["vocab_size"]
+
+
+def test_embedded_pretraining_is_reused_across_adapter_settings_and_redone_for_new_weights(tmp_path: Path) -> None:
+    tokenizer = save_tokenizer(tmp_path / "tokenizer", with_pad=True)
+    text = PretrainingText(["hello world video", "the red cat", "a dog on the sofa"], [], [])
+    schedule = PretrainingSchedule(steps=2, batch_size=2, warmup_steps=1)
+    out = tmp_path / "llm"
+    base = LLMConfig(hidden_size=32, intermediate_size=64, num_heads=4)
+    weights = out / "model.safetensors"
+
+    pretrain_tiny_llama(text, tokenizer, out, base, schedule)
+    made = weights.stat().st_mtime_ns
+    adapted = replace(base, lora=True, lora_r=64, target_modules=ListConfig(["q_proj", "k_proj"]))
+    pretrain_tiny_llama(text, tokenizer, out, adapted, schedule)
+    assert weights.stat().st_mtime_ns == made
+
+    # A record from before only the weight-shaping fields were kept (every LLMConfig field) still matches.
+    record = json.loads((out / SETTINGS_FILE).read_text())
+    record["settings"]["config"] = asdict(base)
+    (out / SETTINGS_FILE).write_text(json.dumps(record))
+    pretrain_tiny_llama(text, tokenizer, out, base, schedule)
+    assert weights.stat().st_mtime_ns == made
+
+    pretrain_tiny_llama(text, tokenizer, out, replace(base, num_layers=1), schedule)
+    assert weights.stat().st_mtime_ns != made
+    assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 1

@@ -46,6 +46,10 @@ from videochat2.models.llm import LLMConfig, build_tiny_llama, load_tokenizer
 log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "pretraining.json"
+# The LLMConfig fields that shape the pretrained weights. Adapter, loading and template settings do not, so
+# changing them (e.g. model.llm.lora_r) reuses the pretrained model instead of training it again.
+WEIGHT_FIELDS = ("dtype", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings",
+                 "initializer_range")
 LOG_EVERY = 100
 TEMPLATE = "vicuna_v0"
 
@@ -160,6 +164,16 @@ def loss_on_labels(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.
     return F.cross_entropy(logits.float(), targets[learned])
 
 
+def weight_settings(config: dict) -> dict:
+    return {name: config.get(name) for name in WEIGHT_FIELDS}
+
+
+def recorded_settings(path: Path) -> dict:
+    """The settings a pretrained model was made with; records that list every LLMConfig field still match."""
+    settings = json.loads(path.read_text())["settings"]
+    return {**settings, "config": weight_settings(settings["config"])}
+
+
 def pretrain_tiny_llama(
     text: PretrainingText,
     tokenizer_dir: str | Path,
@@ -173,11 +187,11 @@ def pretrain_tiny_llama(
     directory and moved into place, so an interrupted run never leaves a half-trained model behind.
     """
     out_dir = Path(out_dir)
-    settings = {"config": asdict(config), "schedule": asdict(schedule), "texts": len(text.texts),
+    settings = {"config": weight_settings(asdict(config)), "schedule": asdict(schedule), "texts": len(text.texts),
                 "choices": len(text.choices), "captions": len(text.captions)}
     settings = json.loads(json.dumps(settings))
     recorded = out_dir / SETTINGS_FILE
-    if recorded.exists() and json.loads(recorded.read_text())["settings"] == settings:
+    if recorded.exists() and recorded_settings(recorded) == settings:
         return out_dir
     torch.manual_seed(schedule.seed)
     tokenizer = load_tokenizer(tokenizer_dir)
