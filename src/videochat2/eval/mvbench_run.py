@@ -68,8 +68,10 @@ def select(batch: dict, rows: list[int]) -> dict:
         return batch
     picked = {}
     for key, value in batch.items():
-        if value is None or hasattr(value, "index_select"):
-            picked[key] = value if value is None else value[rows]
+        if value is None:
+            picked[key] = None
+        elif hasattr(value, "index_select"):
+            picked[key] = value[rows]
         else:
             picked[key] = [value[i] for i in rows]
     return picked
