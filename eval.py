@@ -6,6 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from recipes.cli import quote_stage_overrides
+from recipes.schema import register
 from recipes.evaluate import evaluate
 
 
@@ -15,5 +16,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    register()
     sys.argv = quote_stage_overrides(sys.argv)
     main()

@@ -26,12 +26,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from recipes.cli import quote_stage_overrides
-from recipes.evaluate import build_module, frame_spec, model_source, prompt_family, select_questions
+from recipes.evaluate import evaluated_model, frame_spec, prompt_family, select_questions
+from recipes.schema import register
 from videochat2.eval.answerers import GenerateAnswerer, LetterLogitsAnswerer
 from videochat2.eval.mvbench_data import FrameCache, MVBenchCollator, MVBenchDataset
 from videochat2.eval.mvbench_run import question_loader
 from videochat2.eval.scoring import parse_letter
-from videochat2.models.tokenizers import load_qformer_tokenizer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -48,14 +48,15 @@ def parse_args() -> argparse.Namespace:
 
 def load(args: argparse.Namespace):
     overrides = [f"run_name={args.run}", f"eval.limit={args.per_task}", *args.overrides]
+    register()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("eval", overrides=quote_stage_overrides(overrides))
-    source = model_source(cfg, 3)
-    spec = frame_spec(cfg, source.trained_data)
-    module = build_module(source, spec, cfg)
-    family = prompt_family(cfg, source.module)
-    qformer = load_qformer_tokenizer(source.module.qformer_tokenizer) if module.model.config.qformer_text_input else None
-    return cfg, spec, module, MVBenchCollator(module.llm_tokenizer, qformer, family), family
+    evaluated = evaluated_model(cfg, 3)
+    loaded = evaluated.loaded
+    spec = frame_spec(cfg, evaluated.trained_media)
+    family = prompt_family(cfg, loaded)
+    qformer = loaded.qformer_tokenizer if loaded.model.config.qformer_text_input else None
+    return cfg, spec, loaded, MVBenchCollator(loaded.llm_tokenizer, qformer, family), family
 
 
 def fast_path(dataset: MVBenchDataset, collate, answerer, args) -> tuple[list, float]:
@@ -75,16 +76,16 @@ def official_loop(dataset: MVBenchDataset, collate, answerer) -> tuple[list, flo
 def main() -> None:
     args = parse_args()
     torch.set_grad_enabled(False)
-    cfg, spec, module, collate, family = load(args)
+    cfg, spec, loaded, collate, family = load(args)
     questions = select_questions(cfg)
-    tokenizer = module.llm_tokenizer
-    letters = LetterLogitsAnswerer(module.model, tokenizer)
+    tokenizer = loaded.llm_tokenizer
+    letters = LetterLogitsAnswerer(loaded.model, tokenizer)
     with tempfile.TemporaryDirectory() as cache_dir:
         fast_set = MVBenchDataset(questions, spec, FrameCache(cache_dir))
         fast, fast_s = fast_path(fast_set, collate, letters, args)
         warm, warm_s = fast_path(fast_set, collate, letters, args)
     slow_set = MVBenchDataset(questions, spec, FrameCache(None))
-    slow, slow_s = official_loop(slow_set, collate, GenerateAnswerer(module.model, tokenizer, family))
+    slow, slow_s = official_loop(slow_set, collate, GenerateAnswerer(loaded.model, tokenizer, family))
     fast_letters = [parse_letter(a.prediction, len(q.candidates)) for a, q in zip(fast, questions)]
     slow_letters = [parse_letter(a.prediction, len(q.candidates)) for a, q in zip(slow, questions)]
     agree = [f == s for f, s in zip(fast_letters, slow_letters)]

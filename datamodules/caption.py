@@ -11,13 +11,14 @@ from videochat2.data.media_dataset import MediaDataset
 from videochat2.data.transforms import FrameTransform
 from videochat2.data.video import FrameSampling
 from videochat2.models.tokenizers import load_qformer_tokenizer
+from videochat2.spec import ModelSpec
 
 
 class CaptionDataModule(ResumableDataModule):
-    def __init__(self, config: DictConfig, qformer_tokenizer: str, seed: int = 0) -> None:
+    def __init__(self, data: DictConfig, spec: ModelSpec, seed: int = 0) -> None:
         super().__init__()
-        self.config = config
-        self.tokenizer_path = qformer_tokenizer
+        self.config = data
+        self.tokenizer_path = spec.qformer_tokenizer
         self.seed = seed
 
     def prepare_data(self) -> None:

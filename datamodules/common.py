@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lightning.pytorch import LightningDataModule
 from omegaconf import DictConfig
@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from videochat2.data.formats import DEFAULT_FORMAT, MediaRecord, load_records
 from videochat2.data.mixing import MediaTypeBatchSampler
+from videochat2.models.llm import LLMConfig
 
 log = logging.getLogger(__name__)
 
@@ -124,16 +125,14 @@ class ResumableDataModule(LightningDataModule):
         self._resume_state = state_dict.get("train_sampler")
 
 
-def prepare_embedded_llm(config: DictConfig, llm: DictConfig) -> None:
+def prepare_embedded_llm(config: DictConfig, llm: LLMConfig) -> None:
     """Pretrain the embedded tiny Llama on the synthetic text on first use (a no-op when it is there)."""
     settings = config.get("embedded_llm")
     if not settings or llm.preset != "tiny_llama" or llm.path is None:
         return
-    from hydra.utils import instantiate
-
     from videochat2.models.embedded_llm import PretrainingSchedule, load_pretraining_text, pretrain_tiny_llama
 
-    llm_config = instantiate(llm, path=None, lora=False, gradient_checkpointing=False)
+    llm_config = replace(llm, path=None, lora=False, gradient_checkpointing=False)
     text = load_pretraining_text([f"{config.root}/annotations/{name}.json" for name in settings.corpus])
     schedule = PretrainingSchedule(steps=settings.steps, batch_size=settings.batch_size, seed=settings.seed)
     pretrain_tiny_llama(text, settings.tokenizer, llm.path, llm_config, schedule)

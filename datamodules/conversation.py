@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
@@ -11,41 +10,33 @@ from videochat2.data.collators import ConversationCollator
 from videochat2.data.media_dataset import MediaDataset
 from videochat2.data.transforms import FrameTransform
 from videochat2.data.video import FrameSampling
-from videochat2.models.llm import load_tokenizer
+from videochat2.models.llm import llm_tokenizer_dir, load_tokenizer
 from videochat2.models.tokenizers import load_qformer_tokenizer
+from videochat2.spec import ModelSpec
 
 TASKS = ("caption", "instruction")
 
 
 class ConversationDataModule(ResumableDataModule):
-    def __init__(
-        self,
-        config: DictConfig,
-        llm: DictConfig,
-        llm_tokenizer: str,
-        qformer_tokenizer: str | None = None,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, data: DictConfig, spec: ModelSpec, seed: int = 0) -> None:
         super().__init__()
-        if config.task not in TASKS:
-            raise ValueError(f"data.task must be one of {TASKS} for stages 2-3, got {config.task!r}")
-        self.config = config
-        self.llm = llm
-        self.llm_tokenizer = llm_tokenizer
-        self.qformer_tokenizer = qformer_tokenizer
+        if data.task not in TASKS:
+            raise ValueError(f"data.task must be one of {TASKS} for stages 2-3, got {data.task!r}")
+        self.config = data
+        self.spec = spec
         self.seed = seed
 
     def prepare_data(self) -> None:
         prepare_synthetic(self.config)
-        prepare_embedded_llm(self.config, self.llm)
+        prepare_embedded_llm(self.config, self.spec.llm)
 
     def setup(self, stage: str | None = None) -> None:
-        cfg = self.config
+        cfg, spec = self.config, self.spec
         self.collate = ConversationCollator(
-            load_tokenizer(self.llm_tokenizer),
-            instantiate(self.llm).conversation_template,
+            load_tokenizer(llm_tokenizer_dir(spec.llm, spec.llm_tokenizer, spec.pretrained_root)),
+            spec.llm.conversation_template,
             cfg.max_txt_len,
-            load_qformer_tokenizer(self.qformer_tokenizer) if self.qformer_tokenizer else None,
+            load_qformer_tokenizer(spec.qformer_tokenizer) if spec.videochat2.qformer_text_input else None,
             cfg.qformer_max_txt_len,
             shuffle_options=cfg.shuffle_options,
         )

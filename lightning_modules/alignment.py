@@ -2,54 +2,42 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_modules.optimization import configure_optimizers
 
-from videochat2.checkpoints import FRESH_STAGE1, load_checkpoints
+from videochat2.builder import build_alignment
 from videochat2.eval.retrieval import retrieval_metrics
-from videochat2.models.alignment import AlignmentConfig, VideoChat2Alignment
-from videochat2.models.qformer import QFormerConfig
-from videochat2.models.tokenizers import load_qformer_tokenizer, qformer_config_for_tokenizer
-from videochat2.models.vision import VisionConfig
-
-log = logging.getLogger(__name__)
+from videochat2.spec import ModelSpec
 
 
 class AlignmentModule(LightningModule):
-    stage = 1
+    """Stage 1: everything trains (the vision encoder unless `alignment.freeze_vision`); the Q-Former and heads
+    may start fresh, e.g. from a vision-encoder-only file."""
 
     def __init__(
         self,
-        vision: VisionConfig,
-        qformer: QFormerConfig,
-        alignment: AlignmentConfig,
-        qformer_tokenizer: str,
-        optimizer: Callable,
+        spec: ModelSpec,
+        optimizer: Callable | None,
         scheduler: Callable | None = None,
         init_from: Sequence[str] = (),
         trust_checkpoint: bool = False,
     ) -> None:
         super().__init__()
-        qformer = qformer_config_for_tokenizer(qformer, load_qformer_tokenizer(qformer_tokenizer))
-        self.model = VideoChat2Alignment(alignment, vision, qformer)
-        self.load_report = load_checkpoints(self.model, init_from, (), (FRESH_STAGE1,), trust_checkpoint) if init_from else None
+        self.stage = spec.stage
+        loaded = build_alignment(spec, init_from, ("qformer",), trust_checkpoint)
+        self.spec, self.load_report, self.qformer_tokenizer = loaded.spec, loaded.report, loaded.qformer_tokenizer
+        self.model = loaded.model
         if self.load_report is not None:
-            log.info(self.load_report.summary())
+            rank_zero_info(self.load_report.summary())
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self._val_vision: list[torch.Tensor] = []
         self._val_text: list[torch.Tensor] = []
-
-    def on_fit_start(self) -> None:
-        """The load report goes into the run directory, beside config.yaml."""
-        if self.load_report is not None and self.trainer.is_global_zero:
-            self.load_report.write(Path(self.trainer.default_root_dir) / "load_report.json")
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["idx"])

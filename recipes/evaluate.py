@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
-from lightning.pytorch import LightningModule
 from omegaconf import DictConfig, OmegaConf
 
-from recipes.train import resolve_init_from
+from recipes.train import model_spec
+from videochat2.builder import LoadedModel
 from videochat2.data.formats import DEFAULT_FORMAT, load_records
 from videochat2.data.transforms import FrameTransform
 from videochat2.eval.answerers import build_answerer
@@ -29,7 +28,9 @@ from videochat2.eval.probe import probe_tasks
 from videochat2.eval.probe_run import clip_features, collate_clips, load_labelled_clips
 from videochat2.eval.prompts import SYSTEM_PROMPT
 from videochat2.eval.retrieval_run import ClipDataset, build_corpus, evaluate_retrieval
-from videochat2.models.tokenizers import load_qformer_tokenizer
+from videochat2.loader import load_model
+from videochat2.run_layout import RunLayout, locate
+from videochat2.spec import MediaConfig
 
 log = logging.getLogger(__name__)
 
@@ -38,45 +39,36 @@ ORACLE_REPEATS = 4
 
 
 @dataclass
-class ModelSource:
-    """The module config to build, the checkpoints to load, and the run's data settings if known."""
+class Evaluated:
+    """The model under evaluation, and how it was trained to see (None: files of unknown training)."""
 
-    module: DictConfig
-    init_from: list[str]
-    trained_data: DictConfig | None
-
-
-def latest_stage_dir(run_root: Path, stage: int) -> Path:
-    """The stage directory of the run; within a sweep, the one with the newest checkpoint."""
-    plain = run_root / f"stage{stage}"
-    if (plain / "checkpoints" / "last.ckpt").is_file():
-        return plain
-    found = sorted(plain.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(
-            f"run '{run_root.name}' has no stage-{stage} checkpoint under {plain}: train it first "
-            f"(`python train.py stage={stage} run_name={run_root.name}`) or pass model.init_from=<checkpoint>"
-        )
-    return found[-1].parent.parent
+    loaded: LoadedModel
+    trained_media: MediaConfig | None
 
 
-def model_source(cfg: DictConfig, stage: int) -> ModelSource:
-    """`auto`: the run's own stage result, built from its saved config; else the composed model."""
-    if cfg.model.init_from != "auto":
-        paths = cfg.model.init_from
-        init_from = [str(p) for p in paths] if OmegaConf.is_list(paths) else resolve_init_from(paths, stage, Path(), Path())
-        return ModelSource(cfg.module, init_from, None)
-    run_root = (Path(cfg.paths.output_root) / cfg.run_name).resolve()
-    stage_dir = latest_stage_dir(run_root, stage)
-    trained = OmegaConf.load(stage_dir / "config.yaml")
-    init_from = resolve_init_from("auto", stage, stage_dir, run_root) + [str(stage_dir / "checkpoints" / "last.ckpt")]
-    return ModelSource(trained.module, init_from, trained.data)
+def evaluated_model(cfg: DictConfig, stage: int) -> Evaluated:
+    """`auto`: the run's stage result, rebuilt from its own spec; a directory (a stage of a run, a sweep job,
+    an export) or a checkpoint inside a run likewise; any other file, or a list of files, fills the model
+    this config composes."""
+    init_from = cfg.model.init_from
+    options = dict(pretrained_root=cfg.paths.pretrained, trust_checkpoint=cfg.model.trust_checkpoint,
+                   trust_remote_code=cfg.model.trust_remote_code)
+    if init_from == "auto":
+        init_from = str(RunLayout(Path(cfg.paths.output_root), cfg.run_name).trained(stage).path)
+    if OmegaConf.is_list(init_from) or not (Path(init_from).is_dir() or locate(init_from) is not None):
+        files = list(init_from) if OmegaConf.is_list(init_from) else [init_from]
+        return Evaluated(load_model(files, spec=model_spec(cfg, stage), **options), None)
+    loaded = load_model(init_from, stages=(stage,), **options)
+    if (loaded.spec.stage == 1) != (stage == 1):
+        needed = "a stage-1" if stage == 1 else "a stage-2 or stage-3"
+        raise ValueError(f"{init_from} holds a stage-{loaded.spec.stage} model; this benchmark needs {needed} one")
+    return Evaluated(loaded, loaded.spec.media)
 
 
-def frame_spec(cfg: DictConfig, trained_data: DictConfig | None) -> FrameSpec:
+def frame_spec(cfg: DictConfig, trained: MediaConfig | None) -> FrameSpec:
     """Frames and pixels: a `data.*` value > the training value (where followed) > the benchmark's."""
     bench = cfg.benchmark
-    follow = trained_data if bench.follow_training and trained_data is not None else {}
+    follow = vars(trained) if bench.follow_training and trained is not None else {}
 
     def pick(key: str):
         return next(v for v in (cfg.data[key], follow.get(key), bench[key]) if v is not None)
@@ -103,23 +95,9 @@ def output_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_root) / cfg.run_name / "eval" / name
 
 
-def build_module(source: ModelSource, spec: FrameSpec, cfg: DictConfig) -> LightningModule:
-    """Instantiate the LightningModule with its checkpoints loaded; only its `model` is used.
-
-    Nothing trains here, so a stage-2/3 module is built with no trainable components: a saved run config
-    whose component names an older version accepted still loads.
-    """
-    if source.trained_data is None:
-        cfg.data.num_frames, cfg.data.image_size, cfg.data.normalization = (
-            spec.num_frames, spec.image_size, spec.normalization)
-    frozen = {"trainable": []} if "trainable" in source.module else {}
-    module = instantiate(source.module, optimizer=None, scheduler=None, init_from=source.init_from, **frozen)
-    return module.eval().requires_grad_(False)
-
-
-def prompt_family(cfg: DictConfig, module_cfg: DictConfig) -> str:
+def prompt_family(cfg: DictConfig, loaded: LoadedModel) -> str:
     """The MVBench prompt of the LLM's conversation template unless eval.prompt names one."""
-    return cfg.eval.prompt or instantiate(module_cfg.llm).conversation_template
+    return cfg.eval.prompt or loaded.template
 
 
 def recorded_path(path: str, cfg: DictConfig) -> str:
@@ -139,8 +117,8 @@ def fingerprint(paths: list[str], cfg: DictConfig) -> list[list]:
     return rows
 
 
-def last_checkpoint(source: ModelSource, cfg: DictConfig) -> str | None:
-    return recorded_path(source.init_from[-1], cfg) if source.init_from else None
+def last_checkpoint(loaded: LoadedModel, cfg: DictConfig) -> str | None:
+    return recorded_path(loaded.checkpoints[-1], cfg) if loaded.checkpoints else None
 
 
 def start_or_resume(out_dir: Path, settings: dict) -> None:
@@ -178,24 +156,24 @@ def evaluate_mvbench(cfg: DictConfig) -> dict:
     questions = select_questions(cfg)
     check_media(questions, cfg.benchmark.strict_media)
     out_dir = output_dir(cfg)
-    source = model_source(cfg, 3)
-    spec = frame_spec(cfg, source.trained_data)
-    module = build_module(source, spec, cfg)
-    family = prompt_family(cfg, source.module)
+    evaluated = evaluated_model(cfg, 3)
+    loaded = evaluated.loaded
+    spec = frame_spec(cfg, evaluated.trained_media)
+    family = prompt_family(cfg, loaded)
     settings = {
         "benchmark": cfg.benchmark.name, "root": str(cfg.benchmark.root), "frames": spec.num_frames,
         "size": spec.image_size, "transform": spec.mode, "normalisation": spec.normalization,
         "prompt_family": family, "answerer": cfg.eval.answerer, "blind": cfg.eval.blind,
         "oracle": cfg.eval.oracle,
         "max_new_tokens": cfg.eval.max_new_tokens if cfg.eval.answerer == "generate" else None,
-        "checkpoint": last_checkpoint(source, cfg), "init_from": fingerprint(source.init_from, cfg),
+        "checkpoint": last_checkpoint(loaded, cfg), "init_from": fingerprint(list(loaded.checkpoints), cfg),
     }
     start_or_resume(out_dir, settings)
     predictions = out_dir / "predictions.jsonl"
     todo = pending_questions(questions, predictions)
     log.info("%d questions, %d already answered in %s", len(questions), len(questions) - len(todo), predictions)
     if todo:
-        answer_pending(cfg, module, source, spec, family, todo, predictions)
+        answer_pending(cfg, loaded, spec, family, todo, predictions)
     results = aggregate(run_records(questions, predictions), settings)
     write_results(results, out_dir / "results.json")
     plot_results(results, out_dir / "results.png")
@@ -205,27 +183,26 @@ def evaluate_mvbench(cfg: DictConfig) -> dict:
 
 
 def answer_pending(
-    cfg: DictConfig, module: LightningModule, source: ModelSource, spec: FrameSpec, family: str, todo: list, predictions: Path
+    cfg: DictConfig, loaded: LoadedModel, spec: FrameSpec, family: str, todo: list, predictions: Path
 ) -> None:
     """Answer `todo` in batches, appending to predictions.jsonl as they come."""
-    model = module.model
-    uses_instruction = model.config.qformer_text_input
-    qformer_tokenizer = load_qformer_tokenizer(source.module.qformer_tokenizer) if uses_instruction else None
-    collate = MVBenchCollator(module.llm_tokenizer, qformer_tokenizer, family,
+    model = loaded.model
+    qformer_tokenizer = loaded.qformer_tokenizer if model.config.qformer_text_input else None
+    collate = MVBenchCollator(loaded.llm_tokenizer, qformer_tokenizer, family,
                               answer_in_slot=ORACLE_REPEATS if cfg.eval.oracle else 0)
     cache = FrameCache(cfg.eval.cache_dir)
     dataset = MVBenchDataset(todo, spec, cache, blind=cfg.eval.blind or cfg.eval.oracle)
     loader = question_loader(dataset, collate, cfg.eval.batch_size, cfg.eval.num_workers)
-    answerer = build_answerer(cfg.eval.answerer, model, module.llm_tokenizer, family, cfg.eval.max_new_tokens)
+    answerer = build_answerer(cfg.eval.answerer, model, loaded.llm_tokenizer, family, cfg.eval.max_new_tokens)
     written = answer_questions(loader, answerer, cfg.eval.answerer, predictions)
     log.info("answered %d questions", written)
 
 
 def evaluate_retrieval_benchmark(cfg: DictConfig) -> dict:
     out_dir = output_dir(cfg)
-    source = model_source(cfg, 1)
-    spec = frame_spec(cfg, source.trained_data)
-    module = build_module(source, spec, cfg)
+    evaluated = evaluated_model(cfg, 1)
+    loaded = evaluated.loaded
+    spec = frame_spec(cfg, evaluated.trained_media)
     corpus_cfg = cfg.benchmark.corpus
     records = load_records(
         corpus_cfg.annotation, corpus_cfg.media_root, corpus_cfg.media_type,
@@ -235,11 +212,10 @@ def evaluate_retrieval_benchmark(cfg: DictConfig) -> dict:
     corpus = build_corpus(records)
     clips = ClipDataset(corpus.media, spec.num_frames, FrameTransform(spec.image_size, spec.mode, spec.normalization))
     loader = torch.utils.data.DataLoader(clips, batch_size=cfg.eval.batch_size, num_workers=cfg.eval.num_workers)
-    tokenizer = load_qformer_tokenizer(source.module.qformer_tokenizer)
-    metrics = evaluate_retrieval(module.model, tokenizer, corpus, loader, cfg.benchmark.max_txt_len, cfg.eval.k_test)
+    metrics = evaluate_retrieval(loaded.model, loaded.qformer_tokenizer, corpus, loader, cfg.benchmark.max_txt_len, cfg.eval.k_test)
     settings = {"frames": spec.num_frames, "size": spec.image_size, "transform": spec.mode,
                 "normalisation": spec.normalization, "k_test": cfg.eval.k_test,
-                "checkpoint": last_checkpoint(source, cfg)}
+                "checkpoint": last_checkpoint(loaded, cfg)}
     results = {"n_videos": len(corpus.media), "n_texts": len(corpus.texts), **metrics, "settings": settings}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_results(results, out_dir / "results.json")
@@ -254,30 +230,29 @@ def format_retrieval(metrics: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def probe_instruction(source: ModelSource, module: LightningModule) -> tuple[torch.Tensor, torch.Tensor] | None:
+def probe_instruction(loaded: LoadedModel) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The Q-Former instruction the benchmark gives a stage-3 model (the system prompt); else none."""
-    config = getattr(module.model, "config", None)
-    if not getattr(config, "qformer_text_input", False):
+    if loaded.spec.videochat2 is None or not loaded.spec.videochat2.qformer_text_input:
         return None
-    encoded = load_qformer_tokenizer(source.module.qformer_tokenizer)([SYSTEM_PROMPT], return_tensors="pt")
+    encoded = loaded.qformer_tokenizer([SYSTEM_PROMPT], return_tensors="pt")
     return encoded["input_ids"], encoded["attention_mask"]
 
 
 def evaluate_probe(cfg: DictConfig) -> dict:
     bench = cfg.benchmark
     clips = load_labelled_clips(bench.labels, bench.media_root, bench.path_prefix)
-    source = model_source(cfg, int(cfg.stage))
-    spec = frame_spec(cfg, source.trained_data)
-    module = build_module(source, spec, cfg)
+    evaluated = evaluated_model(cfg, int(cfg.stage))
+    loaded = evaluated.loaded
+    spec = frame_spec(cfg, evaluated.trained_media)
     dataset = MVBenchDataset(clips, spec, FrameCache(cfg.eval.cache_dir))
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.eval.batch_size, num_workers=cfg.eval.num_workers,
                                          collate_fn=collate_clips)
-    features = clip_features(module.model, loader, probe_instruction(source, module))
+    features = clip_features(loaded.model, loader, probe_instruction(loaded))
     probed = probe_tasks(features, [c.task for c in clips], [c.answer for c in clips],
                          bench.train_fraction, bench.max_classes, cfg.seed)
     settings = {"stage": int(cfg.stage), "labels": str(bench.labels), "frames": spec.num_frames,
                 "size": spec.image_size, "train_fraction": bench.train_fraction,
-                "checkpoint": last_checkpoint(source, cfg)}
+                "checkpoint": last_checkpoint(loaded, cfg)}
     results = {"n": len(clips), **probed, "settings": settings}
     out_dir = output_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -10,49 +9,33 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from videochat2.run_layout import RunLayout, StageDir, init_chain
+from videochat2.spec import ModelSpec, spec_from_settings
+
 log = logging.getLogger(__name__)
-
-
-def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """`auto` resumes from the run directory's last checkpoint when there is one."""
-    if ckpt_path != "auto":
-        return ckpt_path
-    last = run_dir / "checkpoints" / "last.ckpt"
-    return str(last) if last.exists() else None
-
-
-def resolve_init_from(init_from: str | list[str] | None, stage: int, run_dir: Path, run_root: Path) -> list[str]:
-    """Checkpoints to initialise from: `auto` chains the earlier stages of this run, oldest first; a list is
-    taken as given (e.g. the official stage-1 file, then the official stage-2 file).
-
-    Stage N loads stages 1..N-1 in order, so a component a stage did not train (the Q-Former text
-    path in stage 2) comes from the last stage that did. A sweep job looks for its earlier stages in
-    the same sweep sub-directory first, then in the plain stage directory.
-    """
-    if OmegaConf.is_list(init_from) or isinstance(init_from, (list, tuple)):
-        return [str(p) for p in init_from]
-    if init_from in (None, "none"):
-        return []
-    if init_from != "auto":
-        return [str(init_from)]
-    sweep_subdir = run_dir.relative_to(run_root / f"stage{stage}")
-    found = []
-    for earlier in range(1, stage):
-        candidates = [run_root / f"stage{earlier}" / sweep_subdir, run_root / f"stage{earlier}"]
-        ckpt = next((c / "checkpoints" / "last.ckpt" for c in candidates if (c / "checkpoints" / "last.ckpt").exists()), None)
-        if ckpt is not None:
-            found.append(str(ckpt))
-        elif earlier == stage - 1:
-            raise FileNotFoundError(
-                f"stage {stage} starts from stage {earlier} of run '{run_root.name}', which has no checkpoint in "
-                f"{candidates[-1]}: run `python train.py stage={earlier} run_name={run_root.name}` first, "
-                "or pass model.init_from=none"
-            )
-    return found
-
 
 # Settings that do not change what a run computes, so a re-run may differ in them.
 VOLATILE = ("ckpt_path", "data.num_workers", "trainer.enable_progress_bar", "trainer.log_every_n_steps")
+
+
+def model_spec(cfg: DictConfig, stage: int | None = None) -> ModelSpec:
+    """The model this config describes (see `videochat2.spec.spec_from_settings`)."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    media = {key: cfg.data[key] for key in ("num_frames", "image_size", "normalization")}
+    return spec_from_settings(stage or int(cfg.stage), model, media, cfg.paths.pretrained)
+
+
+def stage_dir_of(cfg: DictConfig) -> StageDir:
+    """This run's stage directory (Hydra's output directory: a sweep job's lies below the stage's)."""
+    layout = RunLayout(Path(cfg.paths.output_root), cfg.run_name)
+    return StageDir(Path(cfg.paths.run_dir), int(cfg.stage), layout)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, stage_dir: StageDir) -> str | None:
+    """`auto` resumes from the run directory's last checkpoint when there is one."""
+    if ckpt_path != "auto":
+        return ckpt_path
+    return str(stage_dir.last_checkpoint) if stage_dir.is_trained() else None
 
 
 def config_difference(saved: DictConfig, current: DictConfig) -> str | None:
@@ -70,47 +53,38 @@ def _flatten(node, prefix: str = "") -> dict:
     return {k: v for key, child in node.items() for k, v in _flatten(child, f"{prefix}{key}.").items()}
 
 
-def check_same_run(run_dir: Path, cfg: DictConfig) -> None:
+def check_same_run(stage_dir: StageDir, cfg: DictConfig) -> None:
     """Refuse to resume or skip a run directory that holds a different run (e.g. another sweep's job)."""
-    saved = run_dir / "config.yaml"
-    if not saved.exists():
+    if not stage_dir.config.exists():
         return
-    difference = config_difference(OmegaConf.load(saved), cfg)
+    difference = config_difference(OmegaConf.load(stage_dir.config), cfg)
     if difference is not None:
         raise ValueError(
-            f"{run_dir} holds a run with another configuration ({difference}); "
+            f"{stage_dir.path} holds a run with another configuration ({difference}); "
             "use another run_name, or ckpt_path=null to start over there"
         )
-
-
-def finished_summary(run_dir: Path) -> dict | None:
-    """The summary of a run that already finished in this directory, if any."""
-    path = run_dir / "summary.json"
-    if not path.exists():
-        return None
-    summary = json.loads(path.read_text())
-    return summary if summary.get("finished") else None
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train one stage; returns the final metrics (for sweepers)."""
     OmegaConf.resolve(cfg)
-    run_dir = Path(cfg.paths.run_dir)
+    stage_dir = stage_dir_of(cfg)
     if cfg.ckpt_path == "auto":
-        check_same_run(run_dir, cfg)
-    done = finished_summary(run_dir) if cfg.ckpt_path == "auto" else None
-    if done is not None:
-        log.info("stage %s of run '%s' already finished in %s; nothing to do", cfg.stage, cfg.run_name, run_dir)
-        return done["metrics"]
+        check_same_run(stage_dir, cfg)
+        done = stage_dir.finished_summary()
+        if done is not None:
+            log.info("stage %s of run '%s' already finished in %s; nothing to do", cfg.stage, cfg.run_name, stage_dir.path)
+            return done["metrics"]
 
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.datamodule, _recursive_=False)
+    spec = model_spec(cfg)
+    # Built as partials, then called: Hydra would turn the spec (a dataclass) into a config node.
+    datamodule = instantiate(cfg.datamodule, _partial_=True)(data=cfg.data, spec=spec, seed=cfg.seed)
     datamodule.prepare_data()
-    init_from = resolve_init_from(
-        cfg.model.init_from, cfg.stage, run_dir.resolve(), (Path(cfg.paths.output_root) / cfg.run_name).resolve()
-    )
-    module = instantiate(
-        cfg.module, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler), init_from=init_from
+    init_from = init_chain(cfg.model.init_from, stage_dir)
+    module = instantiate(cfg.module, _partial_=True)(
+        spec=spec, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler),
+        init_from=[str(p) for p in init_from],
     )
     trainer = instantiate(
         cfg.trainer,
@@ -118,7 +92,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger=[instantiate(c) for c in cfg.logger.values()] or False,
     )
     if trainer.global_rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, run_dir))
+        stage_dir.path.mkdir(parents=True, exist_ok=True)
+        stage_dir.config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        stage_dir.write_spec(module.spec, init_from)
+        if module.load_report is not None:
+            module.load_report.write(stage_dir.load_report)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, stage_dir))
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}

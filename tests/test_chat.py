@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from videochat2.chat import ChatSession, cut_at_stop, interactive, main, read_pixels
-from videochat2.model_source import load_model
+from videochat2.loader import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def test_question_about_an_image_gets_a_text_answer(loaded, dirs):
 
 def test_multi_turn_prompt_keeps_earlier_turns(loaded, question):
     pixels = read_pixels(question["video"], "video", loaded.spec.media, "middle")
-    assert pixels.shape[1] == loaded.spec.media["num_frames"]
+    assert pixels.shape[1] == loaded.spec.media.num_frames
     session = ChatSession(loaded, pixels, "video", {"max_new_tokens": 6})
     written = []
     lines = iter(["What moves?", "And then?", ""])

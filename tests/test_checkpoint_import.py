@@ -20,6 +20,7 @@ from videochat2.checkpoints import (
     BASE_LLM,
     FRESH_LORA,
     FRESH_PROJECTION,
+    FRESH_QUERIES,
     FRESH_STAGE1,
     UNUSED_TEXT_PATH,
     CheckpointError,
@@ -113,11 +114,19 @@ def test_official_stage1_file_is_exactly_our_alignment_model():
 def test_official_stage1_file_starts_a_stage2_model():
     model = meta_videochat2("vicuna7b", 2)
     rules = (FRESH_PROJECTION, FRESH_LORA)
-    _, report = account(model, "stage1_umt_l16_qformer", (BASE_LLM,), rules)
+    _, report = account(model, "stage1_umt_l16_qformer", (BASE_LLM, FRESH_QUERIES), rules)
     assert set(report.ignored.values()) == {"stage-1 head, not part of stages 2-3"}
     assert {k.split(".")[0] for k in report.ignored} == {"vision_proj", "text_proj", "itm_head", "temp",
                                                          "vision_temp_embed", "qformer"}
-    assert {k for k, v in report.allowed_missing.items() if v != BASE_LLM.name} == {"llm_proj.weight", "llm_proj.bias"}
+    assert {k for k, v in report.allowed_missing.items() if v != BASE_LLM.name} == {
+        "llm_proj.weight", "llm_proj.bias", "extra_query_tokens"}
+
+
+def test_more_queries_than_any_checkpoint_carries_are_named_unless_allowed():
+    """The 32 stage-1 queries fill a 96-query model only in part; outside training that is an error."""
+    model = meta_videochat2("vicuna7b", 2)
+    with pytest.raises(CheckpointError, match="extra_query_tokens"):
+        account(model, "stage1_umt_l16_qformer", (BASE_LLM,), (FRESH_PROJECTION, FRESH_LORA))
 
 
 def test_umt_vision_file_fills_the_vision_encoder_of_stage1():
@@ -206,7 +215,7 @@ def tiny_stage3(seed: int) -> VideoChat2:
     llm = apply_lora(llm, LLMConfig(preset="tiny_llama", lora=True, lora_dropout=0.0))
     config = VideoChat2Config(num_query=6, num_base_query=4, qformer_text_input=True)
     vision = VisionConfig.tiny(img_size=32, embed_dim=32, depth=3, num_heads=2)
-    qformer = QFormerConfig.tiny(50, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+    qformer = QFormerConfig.tiny(vocab_size=50, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
                                  encoder_width=32, num_query_tokens=6)
     return VideoChat2(config, vision, qformer, llm).eval()
 
@@ -301,43 +310,45 @@ def test_official_mvbench_presets_carry_the_official_protocol(family, llm, promp
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from recipes.evaluate import frame_spec, prompt_family
+    from recipes.evaluate import frame_spec
+    from recipes.schema import register
+    from recipes.train import model_spec
     from videochat2.eval.prompts import build_prompt
 
+    register()
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(str(conf), version_base="1.3"):
-        cfg = compose("eval", overrides=[f"experiment=videochat2_{family}7b_mvbench", "paths.pretrained=/ckpt"])
+        cfg = compose("eval", overrides=[f"eval_recipe=videochat2_{family}7b_mvbench", "paths.pretrained=/ckpt"])
     assert cfg.benchmark.name == "mvbench" and cfg.eval.answerer == "generate" and cfg.eval.max_new_tokens == 100
     assert cfg.model.init_from == f"/ckpt/{filename}" and cfg.model.bos_quirk
-    module = cfg.module
-    assert module._target_ == "lightning_modules.InstructionModule"
-    assert (module.llm.preset, module.llm.lora, module.vision.embed_dim, module.qformer.hidden_size) == (llm, True, 1024, 768)
-    assert module.videochat2.num_query == 96 and module.videochat2.qformer_text_input
-    spec = frame_spec(cfg, None)
-    assert (spec.num_frames, spec.image_size, spec.mode, spec.normalization) == (16, 224, "official", "clip")
-    assert prompt_family(cfg, module) == prompt
+    spec = model_spec(cfg)
+    assert (spec.llm.preset, spec.llm.lora, spec.vision.embed_dim, spec.qformer.hidden_size) == (llm, True, 1024, 768)
+    assert spec.videochat2.num_query == 96 and spec.videochat2.qformer_text_input
+    frames = frame_spec(cfg, None)
+    assert (frames.num_frames, frames.image_size, frames.mode, frames.normalization) == (16, 224, "official", "clip")
+    assert cfg.eval.prompt == prompt
     assert build_prompt("Q?", ["a", "b"], prompt).text.endswith("Best option:(")
     assert OmegaConf.to_container(cfg.model, resolve=False)["qformer_tokenizer"] == "${paths.pretrained}/bert-base-uncased"
 
 
 def test_init_from_takes_a_list_of_official_files_in_order():
     """The official stage-2 file lacks the Q-Former text path stage 3 reads: the stage-1 file goes first."""
-    from hydra import compose, initialize_config_dir
+    from tests.test_configs import compose_train
+    from videochat2.run_layout import RunLayout, init_chain
 
-    from recipes.train import resolve_init_from
-
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(str(conf), version_base="1.3"):
-        cfg = compose("train", overrides=["stage='3'", "model.init_from=[/ckpt/umt_l16_qformer.pth,/ckpt/s2.pth]"])
-    assert resolve_init_from(cfg.model.init_from, 3, Path(), Path()) == ["/ckpt/umt_l16_qformer.pth", "/ckpt/s2.pth"]
+    cfg = compose_train(["stage=3", "model.init_from=[/ckpt/umt_l16_qformer.pth,/ckpt/s2.pth]"])
+    stage_dir = RunLayout(Path("outputs"), "r").stage(3)
+    assert init_chain(list(cfg.model.init_from), stage_dir) == [Path("/ckpt/umt_l16_qformer.pth"), Path("/ckpt/s2.pth")]
 
 
 def test_an_official_stage3_file_describes_the_model_chat_and_export_build():
-    from videochat2.model_source import OFFICIAL_MEDIA, resolve_spec
+    from videochat2.loader import resolve_source
+    from videochat2.spec import OFFICIAL_MEDIA
 
-    spec = resolve_spec(PARITY / "stage3_vicuna" / "official_like.pth", pretrained_root="/ckpt")
+    spec, chain = resolve_source(PARITY / "stage3_vicuna" / "official_like.pth", pretrained_root="/ckpt")
     assert (spec.stage, spec.llm.preset, spec.llm.lora, spec.videochat2.qformer_text_input) == (3, "vicuna7b_v0", True, True)
     assert (spec.vision.embed_dim, spec.qformer.hidden_size, spec.videochat2.num_query) == (1024, 768, 96)
     assert spec.qformer_tokenizer == "/ckpt/bert-base-uncased" and spec.media == OFFICIAL_MEDIA
-    with pytest.raises(ValueError, match="not an official stage-2/3"):
-        resolve_spec(PARITY / "stage1" / "official_like.pth")
+    assert chain == [PARITY / "stage3_vicuna" / "official_like.pth"]
+    stage1, _ = resolve_source(PARITY / "stage1" / "official_like.pth", pretrained_root="/ckpt")
+    assert stage1.stage == 1 and stage1.alignment.embed_dim == 768

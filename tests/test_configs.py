@@ -12,11 +12,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
 from recipes.cli import quote_stage_overrides
+from recipes.schema import register
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose_train(overrides: list[str], config_name: str = "train"):
+    register()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name, overrides=quote_stage_overrides(overrides), return_hydra_config=True)
@@ -68,7 +70,7 @@ def test_every_composed_config_resolves_except_runtime_paths():
     with open_dict(cfg):
         del cfg["hydra"]
     container = OmegaConf.to_container(cfg, resolve=True)
-    assert container["module"]["_target_"]
+    assert container["module"]["_target_"] == "lightning_modules.VideoChat2Module"
 
 
 def ablation_jobs(name: str) -> list[list[str]]:
@@ -108,12 +110,24 @@ def test_ablation_sweeps(name, key, values):
 @pytest.mark.parametrize("family", ["vicuna7b", "mistral7b", "phi3"])
 @pytest.mark.parametrize("stage", [2, 3])
 def test_paper_recipes_compose(family, stage):
+    from recipes.train import model_spec
+
     cfg = compose_train([f"experiment=videochat2_{family}_stage{stage}", "paths.pretrained=/data/ckpt"])
-    assert cfg.stage == stage
-    assert cfg.model.vision_encoder.embed_dim == 1024 and cfg.model.qformer.hidden_size == 768
-    assert cfg.model.qformer_tokenizer == "/data/ckpt/bert-base-uncased"
-    assert cfg.model.llm.lora == (stage == 3)
+    spec = model_spec(cfg)
+    assert cfg.stage == spec.stage == stage
+    assert spec.vision.embed_dim == 1024 and spec.qformer.hidden_size == 768
+    assert spec.qformer_tokenizer == "/data/ckpt/bert-base-uncased" and spec.llm_tokenizer is None
+    assert spec.llm.lora == (stage == 3) and spec.llm.path is None
     assert cfg.precision == "bf16-mixed"
+    assert stage == 2 or cfg.model.lr_scale is None
+
+
+def test_every_experiment_composes_under_train():
+    names = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+    assert len(names) >= 11
+    for name in names:
+        cfg = compose_train([f"experiment={name}", "paths.pretrained=/data/ckpt"])
+        assert cfg.stage in (1, 2, 3) and cfg.module._target_.startswith("lightning_modules.")
 
 
 def test_slurm_command_line_composes():
@@ -124,24 +138,33 @@ def test_slurm_command_line_composes():
     assert cfg.trainer.strategy._target_.endswith("DDPStrategy")
 
 
-def test_yaml_presets_equal_the_python_presets():
-    from dataclasses import asdict
-
-    from hydra.utils import instantiate
-
+def test_component_presets_come_from_python_and_fields_override_them():
+    from recipes.train import model_spec
+    from videochat2.models.llm import LLMConfig
     from videochat2.models.qformer import QFormerConfig
     from videochat2.models.vision import VisionConfig
 
-    cfg = compose_train([])
-    assert instantiate(cfg.model.vision_encoder) == VisionConfig.tiny()
-    qformer = asdict(instantiate(cfg.model.qformer))
-    expected = asdict(QFormerConfig.tiny(vocab_size=qformer["vocab_size"]))
-    ignore = {"vocab_size", "dec_token_id", "pad_token_id"}  # they follow the tokenizer
-    assert {k: v for k, v in qformer.items() if k not in ignore} == {k: v for k, v in expected.items() if k not in ignore}
-    paper = compose_train(["experiment=videochat2_vicuna7b_stage3", "data.image_size=224"])
-    assert instantiate(paper.model.vision_encoder) == VisionConfig.umt_l16()
-    paper_qformer = asdict(instantiate(paper.model.qformer))
-    expected = asdict(QFormerConfig.bert_base(num_query_tokens=96))
-    assert {k: v for k, v in paper_qformer.items() if k not in ignore} == {
-        k: v for k, v in expected.items() if k not in ignore
-    }
+    spec = model_spec(compose_train(["stage=3"]))
+    assert spec.vision == VisionConfig.tiny() and spec.llm.num_heads == LLMConfig.from_preset("tiny_llama").num_heads
+    assert spec.qformer.hidden_size == QFormerConfig.tiny().hidden_size and spec.qformer.encoder_width == 128
+    spec = model_spec(compose_train(["stage=3", "model.vision_encoder.checkpoint_num=2", "model.llm.lora_r=64"]))
+    assert (spec.vision.checkpoint_num, spec.vision.depth, spec.llm.lora_r, spec.llm.lora) == (2, 5, 64, True)
+    paper = model_spec(compose_train(["experiment=videochat2_vicuna7b_stage3"]))
+    assert paper.vision == VisionConfig.umt_l16() and paper.llm.preset == "vicuna7b_v0"
+    assert paper.qformer == QFormerConfig.bert_base(num_query_tokens=96)
+
+
+def test_a_mistyped_or_unknown_component_field_fails_at_composition_with_its_key():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="model.vision_encoder.depth"):
+        compose_train(["model.vision_encoder.depth=deep"])
+    with pytest.raises(ConfigCompositionException, match="model.llm.lora_rank"):
+        compose_train(["model.llm.lora_rank=8"])
+
+
+def test_model_sizes_do_not_follow_the_data_settings():
+    from recipes.train import model_spec
+
+    small, large = (model_spec(compose_train(["stage=2", f"data.image_size={s}"])) for s in (64, 224))
+    assert small.vision == large.vision and small.qformer == large.qformer

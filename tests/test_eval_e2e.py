@@ -12,13 +12,15 @@ from hydra.core.global_hydra import GlobalHydra
 
 from recipes.cli import quote_stage_overrides
 from recipes.evaluate import evaluate, output_dir
-from tests.conftest import run_script
+from recipes.schema import register
+from tests.conftest import run_script, train_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 TASK_KEYS = {"n", "correct", "acc", "acc_strict", "chance", "missing_media", "unparsed"}
 
 
 def compose_eval(overrides: list[str]):
+    register()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose("eval", overrides=quote_stage_overrides(overrides))
@@ -26,7 +28,7 @@ def compose_eval(overrides: list[str]):
 
 def test_default_eval_is_the_stage3_model_on_the_synthetic_benchmark():
     cfg = compose_eval([])
-    assert cfg.stage == 3 and cfg.module._target_ == "lightning_modules.InstructionModule"
+    assert cfg.stage == 3 and cfg.module._target_ == "lightning_modules.VideoChat2Module"
     assert cfg.benchmark.name == "synthetic" and cfg.benchmark.root == "data/synthetic/mvbench"
     assert cfg.eval.answerer == "letter_logits" and cfg.model.init_from == "auto"
     assert str(output_dir(cfg)) == "outputs/default/eval/synthetic"
@@ -128,3 +130,43 @@ def test_probe_reads_every_task_after_stage_1_and_stage_3(trained, stage):
         assert all(0.0 <= row[key] <= 100.0 for key in ("majority", "vit", "visual_tokens"))
     saved = json.loads((trained["out"] / "t" / "eval" / f"probe-stage{stage}" / "results.json").read_text())
     assert saved["settings"]["stage"] == stage and saved["settings"]["frames"] == (4 if stage == 1 else 8)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_without_the_projection_is_refused_not_scored_with_a_random_one(trained):
+    """Only training may start a component fresh: evaluating a stage-1 file as a stage-3 model names what is missing."""
+    stage1 = trained["out"] / "t" / "stage1" / "checkpoints" / "last.ckpt"
+    paths = [f"paths.data_dir={trained['data']}", f"paths.output_root={trained['out']}", "run_name=noproj"]
+    result = run_script("eval.py", *paths, f"model.init_from=[{stage1}]", check=False)
+    assert result.returncode != 0
+    assert "llm_proj.weight" in result.stderr and "found in none of" in result.stderr
+    assert not (trained["out"] / "noproj" / "eval" / "synthetic" / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_job_is_evaluated_with_its_earlier_stages(trained):
+    from videochat2.loader import load_model
+
+    run_script("train.py", "-m", "stage=3", "model.num_query=32,64", *train_overrides(trained, run="sw", steps=1),
+               "model.init_from=" + str(trained["out"] / "t" / "stage2"))
+    job = trained["out"] / "sw" / "stage3" / "1"
+    loaded = load_model(job)
+    assert [Path(p) for p in loaded.checkpoints] == [
+        *(trained["out"] / "t" / f"stage{s}" / "checkpoints" / "last.ckpt" for s in (1, 2)),
+        job / "checkpoints" / "last.ckpt",
+    ]
+    assert loaded.model.config.num_query == 64
+    assert set(loaded.report.allowed_missing.values()) == {"base LLM: read from its own directory"}
+    paths = [f"paths.data_dir={trained['data']}", f"paths.output_root={trained['out']}", "run_name=sw"]
+    run_script("eval.py", *paths, f"model.init_from={job}", "eval.num_workers=0", "eval.tag=job1")
+    saved = json.loads((trained["out"] / "sw" / "eval" / "synthetic-job1" / "results.json").read_text())
+    assert saved["settings"]["checkpoint"] == "sw/stage3/1/checkpoints/last.ckpt"
+
+
+@pytest.mark.slow
+def test_a_run_trained_from_nothing_is_evaluated_from_its_own_record(trained):
+    """A stage-3 run with model.init_from=none has no stages 1-2; evaluation must not ask for them."""
+    run_script("train.py", "stage=3", "model.init_from=none", *train_overrides(trained, run="fresh", steps=1))
+    paths = [f"paths.data_dir={trained['data']}", f"paths.output_root={trained['out']}", "run_name=fresh"]
+    run_script("eval.py", *paths, "eval.num_workers=0", "eval.limit=1")
+    assert (trained["out"] / "fresh" / "eval" / "synthetic" / "results.json").is_file()

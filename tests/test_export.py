@@ -9,9 +9,10 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from lightning_modules import InstructionModule
+from lightning_modules import VideoChat2Module
+from videochat2.builder import LoadedModel
 from videochat2.export import export, main
-from videochat2.model_source import LoadedModel, load_model
+from videochat2.loader import load_model
 
 
 def probe(loaded: LoadedModel) -> torch.Tensor:
@@ -54,15 +55,10 @@ def test_export_loads_back_with_identical_outputs(exported, trained):
 
 
 def test_init_from_an_export_directory_loads_the_stage3_module(exported, trained):
-    spec = trained.spec
-    module = InstructionModule(
-        vision=spec.vision, qformer=spec.qformer, llm=spec.llm, videochat2=spec.videochat2,
-        qformer_tokenizer=spec.qformer_tokenizer, llm_tokenizer=spec.llm_tokenizer, trainable=[], optimizer=None,
-        init_from=[str(exported)],
-    )
+    module = VideoChat2Module(trained.spec, trainable=[], optimizer=None, init_from=[str(exported)])
     assert module.load_report.sources[0]["format"] == "export"
     module.model.eval()
-    loaded = LoadedModel(module.model, module.llm_tokenizer, trained.qformer_tokenizer, spec, module.load_report)
+    loaded = LoadedModel(module.model, trained.spec, trained.qformer_tokenizer, module.llm_tokenizer, module.load_report)
     assert torch.equal(probe(loaded), probe(trained))
 
 
@@ -87,6 +83,8 @@ def test_merge_lora_export_gives_the_same_outputs(chained_run, trained, tmp_path
 def test_each_training_stage_wrote_its_load_report(chained_run):
     report = json.loads((chained_run / "stage3" / "load_report.json").read_text())
     assert [(s["format"], s["stage"]) for s in report["sources"]] == [("lightning", 1), ("lightning", 2)]
+    # Stage 2 ran with 64 queries, stage 3 with 96: the 32 more start at zero, and the report says so.
     assert set(report["allowed_missing"].values()) == {"base LLM: read from its own directory",
-                                                       "LoRA adapters: start fresh (no source carries them)"}
+                                                       "LoRA adapters: start fresh (no source carries them)",
+                                                       "extra queries: start at zero (the sources carry fewer queries)"}
     assert set(report["ignored"].values()) == {"stage-1 head, not part of stages 2-3"}

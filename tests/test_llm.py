@@ -232,12 +232,11 @@ def test_lora_gets_gradients_through_frozen_embeddings(tokenizer_dir: Path, chec
     [("videochat2_vicuna7b_stage3", "llama"), ("videochat2_mistral7b_stage3", "mistral"), ("videochat2_phi3_stage3", "phi3")],
 )
 def test_paper_recipes_build_their_llm_through_the_preset_path(pretrained_root: Path, experiment: str, family: str):
-    from hydra.utils import instantiate
-
+    from recipes.train import model_spec
     from tests.test_configs import compose_train
 
-    cfg = compose_train([f"experiment={experiment}", f"paths.pretrained={pretrained_root}"])
-    model, tokenizer = build_llm(instantiate(cfg.model.llm), cfg.model.llm_tokenizer, cfg.paths.pretrained)
+    spec = model_spec(compose_train([f"experiment={experiment}", f"paths.pretrained={pretrained_root}"]))
+    model, tokenizer = build_llm(spec.llm, spec.llm_tokenizer, spec.pretrained_root)
     assert isinstance(model, PeftModel) and family_of(model) == family
     assert len(tokenizer) == SIZES["vocab_size"]
 

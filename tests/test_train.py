@@ -11,6 +11,7 @@ import torch
 
 from tests.conftest import run_script, train_overrides
 from videochat2.checkpoints import read_state_dict
+from videochat2.loader import load_model
 
 
 def train(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -82,11 +83,16 @@ def test_stage3_training_keeps_the_base_llm_bitwise(chained_run, tmp_path):
     from lightning.pytorch import Trainer
     from omegaconf import OmegaConf
 
+    from datamodules.conversation import ConversationDataModule
+    from lightning_modules import VideoChat2Module
+    from videochat2.run_layout import locate
+
     cfg = OmegaConf.load(chained_run / "stage3" / "config.yaml")
-    init = [str(chained_run / f"stage{k}" / "checkpoints" / "last.ckpt") for k in (1, 2)]
-    module = instantiate(cfg.module, optimizer=instantiate(cfg.optimizer), scheduler=None, init_from=init)
+    spec, init = locate(chained_run / "stage3").read_spec()
+    assert init == [chained_run / f"stage{k}" / "checkpoints" / "last.ckpt" for k in (1, 2)]
+    module = VideoChat2Module(spec, list(cfg.model.trainable), instantiate(cfg.optimizer), init_from=init)
     before = {k: v.clone() for k, v in module.model.llm.state_dict().items()}
-    datamodule = instantiate(cfg.datamodule, _recursive_=False)
+    datamodule = ConversationDataModule(cfg.data, spec, cfg.seed)
     trainer = Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
     trainer.fit(module, datamodule)
     after = module.model.llm.state_dict()
@@ -100,26 +106,21 @@ def test_stage3_model_answers_in_the_trained_format(chained_run, dirs):
     """Greedy generation after the benchmark's `Best option:(` gives `X) text`, the form the data teaches."""
     import re
 
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
     from videochat2.data.conversation import build_choice_conversation
     from videochat2.data.formats import MultipleChoice
     from videochat2.data.transforms import FrameTransform
     from videochat2.data.video import FrameSampling, read_media
 
-    cfg = OmegaConf.load(chained_run / "stage3" / "config.yaml")
-    paths = [str(chained_run / f"stage{k}" / "checkpoints" / "last.ckpt") for k in (1, 2, 3)]
-    module = instantiate(cfg.module, optimizer=None, scheduler=None, init_from=paths)
-    model, tokenizer = module.model.eval(), module.llm_tokenizer
+    loaded = load_model(chained_run / "stage3")
+    model, tokenizer, media = loaded.model, loaded.llm_tokenizer, loaded.spec.media
     data = dirs["data"] / "synthetic"
     item = json.loads((data / "annotations" / "instruction_video_mc.json").read_text())[0]
     choice = MultipleChoice(item["question"], tuple(item["candidates"]), item["answer"])
     before, after, _ = build_choice_conversation(choice, "vicuna_v0").split()
     after = after[: after.rindex("Best option:(") + len("Best option:(")]
-    frames = read_media(data / "videos" / item["video"], "video", FrameSampling(cfg.data.num_frames, "middle"))
+    frames = read_media(data / "videos" / item["video"], "video", FrameSampling(media.num_frames, "middle"))
     ids = model.generate(
-        FrameTransform(cfg.data.image_size, "test")(frames)[None],
+        FrameTransform(media.image_size, "test")(frames)[None],
         [torch.tensor([tokenizer.bos_token_id] + tokenizer(before, add_special_tokens=False)["input_ids"])],
         [torch.tensor(tokenizer(after, add_special_tokens=False)["input_ids"])],
         max_new_tokens=8,

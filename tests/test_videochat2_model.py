@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from videochat2.checkpoints import CheckpointError, initialise, merged_queries
+from videochat2.checkpoints import FRESH_QUERIES, CheckpointError, initialise, merged_queries
 from videochat2.models.qformer import QFormerConfig
 from videochat2.models.videochat2 import IGNORE_INDEX, VideoChat2, VideoChat2Config
 from videochat2.models.vision import VisionConfig
@@ -116,8 +116,11 @@ def test_initialise_accounts_for_every_key():
     state = {k: v for k, v in source.state_dict().items() if not k.startswith("llm.")}
     state["vision_proj.weight"] = torch.zeros(3, 3)  # a stage-1 head: ignored by rule
     target = tiny_model(num_query=8)
-    report = initialise(target, [("stage1", state)], allowed_missing=("llm.",))
+    with pytest.raises(CheckpointError, match="extra_query_tokens"):
+        initialise(target, [("stage1", state)], allowed_missing=("llm.",))
+    report = initialise(target, [("stage1", state)], allowed_missing=("llm.", FRESH_QUERIES))
     assert "vision_proj.weight" in report.ignored
+    assert report.allowed_missing["extra_query_tokens"] == FRESH_QUERIES.name
     torch.testing.assert_close(target.llm_proj.weight, source.llm_proj.weight)
     with pytest.raises(CheckpointError, match="not in the model: nonsense.weight"):
         initialise(tiny_model(), [("bad", {"nonsense.weight": torch.zeros(1)})], allowed_missing=("llm.",))

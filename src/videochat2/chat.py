@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -26,7 +26,9 @@ from videochat2.data.transforms import FrameTransform
 from videochat2.data.video import FrameSampling, read_media
 from videochat2.eval.answerers import letter_token_ids
 from videochat2.eval.prompts import PROMPT_FAMILIES, build_prompt, option_letter
-from videochat2.model_source import LoadedModel, load_model
+from videochat2.builder import LoadedModel
+from videochat2.loader import load_model
+from videochat2.spec import MediaConfig
 
 # Stands for the answer still to come: the prompt is the rendered conversation cut where it begins.
 ANSWER_SLOT = "\x00"
@@ -107,12 +109,10 @@ def cut_at_stop(text: str, stop: str | None) -> str:
     return text[: len(text) - partial].strip()
 
 
-def read_pixels(path: str | Path, media_type: str, media: dict, sample: str) -> torch.Tensor:
+def read_pixels(path: str | Path, media_type: str, media: MediaConfig, sample: str) -> torch.Tensor:
     """[1, T, 3, size, size] frames of a video (or a one-frame image), as the model was trained to see them."""
-    sampling = FrameSampling(int(media["num_frames"]), sample)
-    frames = read_media(path, media_type, sampling)
-    transform = FrameTransform(int(media["image_size"]), media.get("transform", "test"), media["normalization"])
-    return transform(frames).unsqueeze(0)
+    frames = read_media(path, media_type, FrameSampling(media.num_frames, sample))
+    return FrameTransform(media.image_size, media.transform, media.normalization)(frames).unsqueeze(0)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -136,13 +136,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def media_settings(args: argparse.Namespace, trained: dict) -> dict:
+def media_settings(args: argparse.Namespace, trained: MediaConfig) -> MediaConfig:
     overrides = {"num_frames": args.num_frames, "image_size": args.image_size, "normalization": args.normalization}
-    return {**trained, **{k: v for k, v in overrides.items() if v is not None}}
+    return replace(trained, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def session_from_args(args: argparse.Namespace) -> ChatSession:
-    loaded = load_model(args.ckpt, args.pretrained, args.trust_checkpoint)
+    loaded = load_model(args.ckpt, pretrained_root=args.pretrained, trust_checkpoint=args.trust_checkpoint)
     media_type = "image" if args.image else ("frame" if Path(args.video).is_dir() else "video")
     pixels = read_pixels(args.image or args.video, media_type, media_settings(args, loaded.spec.media), args.sample)
     generation = {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample}

@@ -71,6 +71,7 @@ FRESH_LORA = MissingRule("LoRA adapters: start fresh (no source carries them)", 
 FRESH_PROJECTION = MissingRule("projection: starts fresh (no source carries it)", r"llm_proj\.")
 UNUSED_TEXT_PATH = MissingRule("Q-Former text path: unused without an instruction", QFORMER_TEXT_PATH)
 FRESH_STAGE1 = MissingRule("Q-Former and heads: start fresh (a vision-encoder-only source)", r"(?!vision_encoder\.)")
+FRESH_QUERIES = MissingRule("extra queries: start at zero (the sources carry fewer queries)", r"extra_query_tokens$")
 
 
 @dataclass
@@ -287,6 +288,7 @@ def initialise(
     report = LoadReport(ignored=dict(ignored or {}))
     target = model.state_dict()
     supplied: set[str] = set()
+    queries_supplied = 0
     for name, state in states:
         unexpected = []
         for key, value in state.items():
@@ -307,7 +309,8 @@ def initialise(
             hint = " (LoRA keys: build the LLM with model.llm.lora=true)" if any("lora_" in k for k in unexpected) else ""
             raise CheckpointError(f"{name}: {len(unexpected)} keys not in the model{hint}: {_listing(unexpected)}")
         if any(k in state for k in QUERY_KEYS):
-            _load_queries(target, state, supplied)
+            queries_supplied = max(queries_supplied, _load_queries(target, state))
+    supplied |= _covered_query_keys(target, queries_supplied)
     missing = [k for k in target if k not in supplied]
     for key in missing:
         rule = next((r for r in rules if r.covers(key)), None)
@@ -347,7 +350,8 @@ def _listing(keys: list[str], limit: int = 20) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def _load_queries(target: dict[str, Tensor], state: dict[str, Tensor], supplied: set[str]) -> None:
+def _load_queries(target: dict[str, Tensor], state: dict[str, Tensor]) -> int:
+    """Merge a state's queries into the model's (see `merged_queries`); returns how many it carried."""
     present = [k for k in QUERY_KEYS if k in target]
     merged = merged_queries(torch.cat([target[k] for k in present], dim=1), state)
     start = 0
@@ -355,4 +359,14 @@ def _load_queries(target: dict[str, Tensor], state: dict[str, Tensor], supplied:
         width = target[key].shape[1]
         target[key] = merged[:, start : start + width]
         start += width
-        supplied.add(key)
+    return sum(state[k].shape[1] for k in QUERY_KEYS if k in state)
+
+
+def _covered_query_keys(target: dict[str, Tensor], count: int) -> set[str]:
+    """The query keys whose every query came from a checkpoint (the model's queries run base, then extra)."""
+    covered, end = set(), 0
+    for key in (k for k in QUERY_KEYS if k in target):
+        end += target[key].shape[1]
+        if count >= end:
+            covered.add(key)
+    return covered

@@ -16,15 +16,17 @@ Without --merge-lora the base LLM is not copied: config.json names the directory
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 from pathlib import Path
 
 from peft import PeftModel
 from safetensors.torch import save_file
 
+from videochat2.builder import LoadedModel
 from videochat2.checkpoints import EXPORT_CONFIG, EXPORT_LORA
-from videochat2.model_source import LoadedModel, load_model
+from videochat2.loader import load_model
+from videochat2.models.llm import LLMConfig
+from videochat2.spec import write_spec
 
 FORMAT = "videochat2-export"
 VERSION = 1
@@ -42,35 +44,33 @@ def write_parts(loaded: LoadedModel, out_dir: Path) -> None:
         save_file(part, out_dir / filename, metadata={"format": FORMAT})
 
 
-def write_llm(loaded: LoadedModel, out_dir: Path, merge_lora: bool) -> dict:
+def write_llm(loaded: LoadedModel, out_dir: Path, merge_lora: bool) -> LLMConfig:
     """The adapter (or the merged LLM); returns the LLM config others should build."""
     llm, config = loaded.model.llm, loaded.spec.llm
     if config.path is not None:
         config = replace(config, path=str(Path(config.path).resolve()))
     if not isinstance(llm, PeftModel):
-        return {**config.__dict__}
+        return config
     if merge_lora:
         llm.merge_and_unload().save_pretrained(out_dir / "llm")
-        return {**replace(config, path="llm", lora=False).__dict__}
+        return replace(config, path="llm", lora=False)
     llm.save_pretrained(out_dir / EXPORT_LORA)
-    return {**config.__dict__}
+    return config
 
 
 def export(run_dir: str | Path, out_dir: str | Path, merge_lora: bool = False, trust: bool = False) -> Path:
     """Write the export of `run_dir` (a run or stage directory, another export, or an official file) to `out_dir`."""
-    loaded = load_model(run_dir, trust=trust)
+    loaded = load_model(run_dir, trust_checkpoint=trust)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_parts(loaded, out_dir)
     llm_config = write_llm(loaded, out_dir, merge_lora)
     loaded.llm_tokenizer.save_pretrained(out_dir / "tokenizers" / "llm")
     loaded.qformer_tokenizer.save_pretrained(out_dir / "tokenizers" / "qformer")
-    config = {
-        "format": FORMAT, "version": VERSION, **loaded.spec.to_json(), "llm": llm_config,
-        "llm_preset": llm_config["preset"], "lora_merged": merge_lora and isinstance(loaded.model.llm, PeftModel),
-        "source": [str(Path(p).resolve()) for p in loaded.spec.checkpoints],
-    }
-    (out_dir / EXPORT_CONFIG).write_text(json.dumps(config, indent=1) + "\n")
+    spec = replace(loaded.spec, llm=llm_config, qformer_tokenizer="tokenizers/qformer", llm_tokenizer="tokenizers/llm")
+    write_spec(spec, out_dir / EXPORT_CONFIG, format=FORMAT, version=VERSION, llm_preset=llm_config.preset,
+               lora_merged=merge_lora and isinstance(loaded.model.llm, PeftModel),
+               source=[str(Path(p).resolve()) for p in loaded.checkpoints])
     return out_dir
 
 

@@ -27,6 +27,10 @@ from torch import Tensor, nn
 from videochat2.models.vision import DropPath, linspace
 
 
+# Architecture presets, by the name configs use; each is the classmethod of that name.
+QFORMER_PRESETS = ("tiny", "bert_base")
+
+
 @dataclass
 class QFormerConfig:
     # Full embedding size, i.e. len(tokenizer) once `[DEC]` is added (bert-base: 30522 + 1).
@@ -53,19 +57,24 @@ class QFormerConfig:
             self.dec_token_id = self.vocab_size - 1
 
     @classmethod
+    def from_preset(cls, preset: str, **overrides) -> "QFormerConfig":
+        if preset not in QFORMER_PRESETS:
+            raise ValueError(f"unknown Q-Former preset {preset!r}; choose one of {sorted(QFORMER_PRESETS)}")
+        return getattr(cls, preset)(**overrides)
+
+    @classmethod
     def bert_base(cls, **overrides) -> "QFormerConfig":
         """bert-base-uncased sizes with `[DEC]` appended, cross-attending to UMT-L (1024-d) every 2nd layer."""
         return cls(**overrides)
 
     @classmethod
-    def tiny(cls, vocab_size: int, **overrides) -> "QFormerConfig":
-        """A CPU-sized Q-Former for the tiny ViT; `vocab_size` = len(tokenizer) including `[DEC]`.
+    def tiny(cls, **overrides) -> "QFormerConfig":
+        """A CPU-sized Q-Former for the tiny ViT (its vocabulary follows the tokenizer, see `qformer_config_for_tokenizer`).
 
         Attention dropout is off: with it, CPU attention leaves the fused kernel and sampling the dropout mask
         costs about a quarter of a tiny training step.
         """
         values = dict(
-            vocab_size=vocab_size,
             hidden_size=128,
             num_layers=4,
             num_heads=4,

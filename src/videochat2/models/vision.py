@@ -18,6 +18,8 @@ from torch.utils.checkpoint import checkpoint
 
 # The original builds every table for a 14×14 grid unless img_size is exactly 224 (its second table path).
 PRETRAIN_GRID = 14
+# Architecture presets, by the name configs use; each is the classmethod of that name.
+VISION_PRESETS = ("tiny", "umt_l16")
 
 
 @dataclass
@@ -56,6 +58,12 @@ class VisionConfig:
                       stem_channels=(32, 64))
         values.update(overrides)
         return cls(**values)
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides) -> "VisionConfig":
+        if preset not in VISION_PRESETS:
+            raise ValueError(f"unknown vision encoder preset {preset!r}; choose one of {sorted(VISION_PRESETS)}")
+        return getattr(cls, preset)(**overrides)
 
     @property
     def num_blocks(self) -> int:

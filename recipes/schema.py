@@ -1,0 +1,54 @@
+"""Typed config nodes for the model components, generated from the library's config dataclasses.
+
+`model.vision_encoder`, `model.qformer`, `model.llm` and `model.alignment` accept exactly the fields of
+`VisionConfig`, `QFormerConfig`, `LLMConfig` and `AlignmentConfig`, each typed, each null unless set: a
+null field keeps the preset's (or the dataclass's) value. So a new component option is one dataclass field,
+usable at once as `model.<component>.<field>=...`, and a misspelt key or a wrong type fails at composition
+with the key named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from videochat2.models.alignment import AlignmentConfig
+from videochat2.models.llm import LLMConfig
+from videochat2.models.qformer import QFormerConfig
+from videochat2.models.vision import VisionConfig
+
+COMPONENTS = {"vision_encoder": VisionConfig, "qformer": QFormerConfig, "llm": LLMConfig, "alignment": AlignmentConfig}
+
+
+def node_type(hint: Any) -> Any:
+    """The OmegaConf-compatible form of a field's type (unions with None are made optional by the caller)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        return node_type(rest[0]) if len(rest) == 1 else Any
+    if origin in (list, tuple):
+        inner = [a for a in args if a is not Ellipsis]
+        return List[node_type(inner[0])] if inner else List[Any]
+    return hint if hint in (int, float, bool, str) else Any
+
+
+def overrides_schema(cls: type) -> type:
+    """A dataclass with every field of `cls` optional and null (plus `preset` where `cls` has presets)."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    if hasattr(cls, "from_preset") and "preset" not in names:
+        names.insert(0, "preset")
+        hints["preset"] = str
+    fields = [(name, Optional[node_type(hints[name])], dataclasses.field(default=None)) for name in names]
+    return dataclasses.make_dataclass(f"{cls.__name__}Node", fields)
+
+
+def register() -> None:
+    """Store the schemas as `schema/<component>`; conf/model/default.yaml puts them under `model.*`."""
+    store = ConfigStore.instance()
+    for name, cls in COMPONENTS.items():
+        store.store(group="schema", name=name, node=overrides_schema(cls))
