@@ -6,8 +6,8 @@ import hydra
 from omegaconf import DictConfig
 
 from recipes.cli import quote_stage_overrides
-from recipes.schema import register
 from recipes.evaluate import evaluate
+from recipes.schema import register
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")

@@ -28,10 +28,10 @@ from hydra import compose, initialize_config_dir
 from recipes.cli import quote_stage_overrides
 from recipes.evaluate import evaluated_model, frame_spec, prompt_family, select_questions
 from recipes.schema import register
-from videochat2.eval.answerers import GenerateAnswerer, LetterLogitsAnswerer
-from videochat2.eval.mvbench_data import FrameCache, MVBenchCollator, MVBenchDataset
-from videochat2.eval.mvbench_run import question_loader
-from videochat2.eval.scoring import parse_letter
+from videochat2.eval.mvbench.answerers import GenerateAnswerer, LetterLogitsAnswerer
+from videochat2.eval.mvbench.data import FrameCache, MVBenchCollator, MVBenchDataset
+from videochat2.eval.mvbench.run import question_loader
+from videochat2.eval.mvbench.scoring import parse_letter
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

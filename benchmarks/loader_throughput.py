@@ -163,9 +163,9 @@ def measure(path: Path, num_frames: int, draws: int) -> dict:
     for seed in range(draws):
         indices = segment_indices(num_frames, vlen, "rand", random.Random(seed))
         runs = {
-            "a": lambda: reference_load(path, indices),
-            "b": lambda: ours_load(path, num_frames, "rand", seed),
-            "c": lambda: ours_load(path, num_frames, "rand_keyframe", seed),
+            "a": lambda indices=indices: reference_load(path, indices),
+            "b": lambda seed=seed: ours_load(path, num_frames, "rand", seed),
+            "c": lambda seed=seed: ours_load(path, num_frames, "rand_keyframe", seed),
         }
         outs = {}
         for key, fn in runs.items():

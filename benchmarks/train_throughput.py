@@ -22,7 +22,6 @@ from dataclasses import dataclass, replace
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from videochat2.models.alignment import AlignmentConfig, VideoChat2Alignment
@@ -298,7 +297,6 @@ def measure_llm7b(shape: dict, qlora: bool, checkpointing: bool, batch: int, ste
         "step_s": round(seconds / steps, 3),
         "peak_memory_mb": round(peak_memory_mb(device), 1),
     }
-    del model, llm, optimizer
     return row
 
 

@@ -9,9 +9,8 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_modules.optimization import configure_optimizers
-
 from videochat2.builder import build_alignment
-from videochat2.eval.retrieval import retrieval_metrics
+from videochat2.eval.retrieval.metrics import retrieval_metrics
 from videochat2.spec import ModelSpec
 
 

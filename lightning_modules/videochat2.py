@@ -10,7 +10,6 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_modules.optimization import configure_optimizers
-
 from videochat2.builder import build_videochat2
 from videochat2.checkpoints import QFORMER_TEXT_PATH
 from videochat2.spec import ModelSpec
@@ -88,8 +87,8 @@ class VideoChat2Module(LightningModule):
         idle = [c for c in trainable if counts.get(c, (0, 0))[0] == 0 and c != "extra_query_tokens"]
         if idle:
             raise ValueError(f"declared trainable but holding no trainable parameters: {idle}")
-        rank_zero_info("parameters (trainable / frozen):\n%s" % "\n".join(
-            f"  {name:20s} {t:>12,d} / {f:>12,d}" for name, (t, f) in counts.items()))
+        rows = "\n".join(f"  {name:20s} {t:>12,d} / {f:>12,d}" for name, (t, f) in counts.items())
+        rank_zero_info(f"parameters (trainable / frozen):\n{rows}")
 
     def parameter_table(self) -> dict[str, tuple[int, int]]:
         counts: dict[str, list[int]] = {}

@@ -8,7 +8,6 @@ labelled clips after any stage, and per task how well a linear classifier reads 
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,23 +19,17 @@ from recipes.train import model_spec
 from videochat2.builder import LoadedModel
 from videochat2.data.formats import DEFAULT_FORMAT, load_records
 from videochat2.data.transforms import FrameTransform
-from videochat2.eval.answerers import build_answerer
-from videochat2.eval.mvbench import aggregate, format_table, load_questions, plot_results, write_results
-from videochat2.eval.mvbench_data import FrameCache, FrameSpec, MVBenchCollator, MVBenchDataset
-from videochat2.eval.mvbench_run import answer_questions, missing_media, pending_questions, question_loader, run_records
-from videochat2.eval.probe import probe_tasks
-from videochat2.eval.probe_run import clip_features, collate_clips, load_labelled_clips
-from videochat2.eval.prompts import SYSTEM_PROMPT
-from videochat2.eval.retrieval_run import ClipDataset, build_corpus, evaluate_retrieval
+from videochat2.eval.mvbench import load_questions, write_results
+from videochat2.eval.mvbench.data import FrameCache, FrameSpec, MVBenchDataset
+from videochat2.eval.mvbench.evaluate import AnswerOptions, check_media, evaluate_mvbench
+from videochat2.eval.probe.classifier import format_probe, probe_tasks
+from videochat2.eval.probe.clips import clip_features, collate_clips, load_labelled_clips, probe_instruction
+from videochat2.eval.retrieval.run import ClipDataset, build_corpus, evaluate_retrieval, format_retrieval
 from videochat2.loader import load_model
 from videochat2.run_layout import RunLayout, locate
 from videochat2.spec import MediaConfig
 
 log = logging.getLogger(__name__)
-
-# eval.oracle writes the gold answer this many times in the media slot (visual tokens say it many times).
-ORACLE_REPEATS = 4
-
 
 @dataclass
 class Evaluated:
@@ -121,18 +114,6 @@ def last_checkpoint(loaded: LoadedModel, cfg: DictConfig) -> str | None:
     return recorded_path(loaded.checkpoints[-1], cfg) if loaded.checkpoints else None
 
 
-def start_or_resume(out_dir: Path, settings: dict) -> None:
-    """Keep predictions.jsonl only if it was made with the same settings; otherwise set it aside."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    settings_path, predictions = out_dir / "settings.json", out_dir / "predictions.jsonl"
-    previous = json.loads(settings_path.read_text()) if settings_path.is_file() else None
-    if predictions.is_file() and previous != settings:
-        stale = predictions.with_suffix(".jsonl.stale")
-        predictions.replace(stale)
-        log.warning("settings or checkpoints changed since %s was written; moved it to %s", predictions, stale)
-    settings_path.write_text(json.dumps(settings, indent=2) + "\n")
-
-
 def select_questions(cfg: DictConfig) -> list:
     questions = load_questions(cfg.benchmark.root, list(cfg.eval.tasks) if cfg.eval.tasks else None)
     if cfg.eval.limit is None:
@@ -140,62 +121,28 @@ def select_questions(cfg: DictConfig) -> list:
     return [q for q in questions if q.index < cfg.eval.limit]
 
 
-def check_media(questions: list, strict: bool) -> None:
-    """strict: stop with every missing path; otherwise warn (they are scored wrong and counted)."""
-    missing = missing_media(questions)
-    if missing and strict:
-        listing = "\n  ".join(missing)
-        raise FileNotFoundError(f"{len(missing)} media paths are missing (benchmark.strict_media=true):\n  {listing}")
-    if missing:
-        log.warning("%d media paths are missing; their questions are scored wrong and counted per task", len(missing))
+def answer_options(cfg: DictConfig) -> AnswerOptions:
+    return AnswerOptions(cfg.eval.answerer, cfg.eval.max_new_tokens, cfg.eval.blind, cfg.eval.oracle,
+                         cfg.eval.batch_size, cfg.eval.num_workers, cfg.eval.cache_dir)
 
 
-def evaluate_mvbench(cfg: DictConfig) -> dict:
-    if cfg.eval.blind and cfg.eval.oracle:
-        raise ValueError("eval.blind and eval.oracle are opposite baselines; set one of them")
+def evaluate_mvbench_benchmark(cfg: DictConfig) -> dict:
+    options = answer_options(cfg)
     questions = select_questions(cfg)
     check_media(questions, cfg.benchmark.strict_media)
     out_dir = output_dir(cfg)
     evaluated = evaluated_model(cfg, 3)
     loaded = evaluated.loaded
-    spec = frame_spec(cfg, evaluated.trained_media)
+    frames = frame_spec(cfg, evaluated.trained_media)
     family = prompt_family(cfg, loaded)
     settings = {
-        "benchmark": cfg.benchmark.name, "root": str(cfg.benchmark.root), "frames": spec.num_frames,
-        "size": spec.image_size, "transform": spec.mode, "normalisation": spec.normalization,
-        "prompt_family": family, "answerer": cfg.eval.answerer, "blind": cfg.eval.blind,
-        "oracle": cfg.eval.oracle,
-        "max_new_tokens": cfg.eval.max_new_tokens if cfg.eval.answerer == "generate" else None,
+        "benchmark": cfg.benchmark.name, "root": str(cfg.benchmark.root), "frames": frames.num_frames,
+        "size": frames.image_size, "transform": frames.mode, "normalisation": frames.normalization,
+        "prompt_family": family, "answerer": options.answerer, "blind": options.blind, "oracle": options.oracle,
+        "max_new_tokens": options.max_new_tokens if options.answerer == "generate" else None,
         "checkpoint": last_checkpoint(loaded, cfg), "init_from": fingerprint(list(loaded.checkpoints), cfg),
     }
-    start_or_resume(out_dir, settings)
-    predictions = out_dir / "predictions.jsonl"
-    todo = pending_questions(questions, predictions)
-    log.info("%d questions, %d already answered in %s", len(questions), len(questions) - len(todo), predictions)
-    if todo:
-        answer_pending(cfg, loaded, spec, family, todo, predictions)
-    results = aggregate(run_records(questions, predictions), settings)
-    write_results(results, out_dir / "results.json")
-    plot_results(results, out_dir / "results.png")
-    print(format_table(results))
-    log.info("results in %s", out_dir)
-    return results
-
-
-def answer_pending(
-    cfg: DictConfig, loaded: LoadedModel, spec: FrameSpec, family: str, todo: list, predictions: Path
-) -> None:
-    """Answer `todo` in batches, appending to predictions.jsonl as they come."""
-    model = loaded.model
-    qformer_tokenizer = loaded.qformer_tokenizer if model.config.qformer_text_input else None
-    collate = MVBenchCollator(loaded.llm_tokenizer, qformer_tokenizer, family,
-                              answer_in_slot=ORACLE_REPEATS if cfg.eval.oracle else 0)
-    cache = FrameCache(cfg.eval.cache_dir)
-    dataset = MVBenchDataset(todo, spec, cache, blind=cfg.eval.blind or cfg.eval.oracle)
-    loader = question_loader(dataset, collate, cfg.eval.batch_size, cfg.eval.num_workers)
-    answerer = build_answerer(cfg.eval.answerer, model, loaded.llm_tokenizer, family, cfg.eval.max_new_tokens)
-    written = answer_questions(loader, answerer, cfg.eval.answerer, predictions)
-    log.info("answered %d questions", written)
+    return evaluate_mvbench(loaded, questions, frames, family, options, out_dir, settings)
 
 
 def evaluate_retrieval_benchmark(cfg: DictConfig) -> dict:
@@ -223,21 +170,6 @@ def evaluate_retrieval_benchmark(cfg: DictConfig) -> dict:
     return results
 
 
-def format_retrieval(metrics: dict[str, dict[str, float]]) -> str:
-    keys = ["r1_t2v", "r5_t2v", "r10_t2v", "r1_v2t", "r5_v2t", "r10_v2t", "r_mean"]
-    lines = [f"{'scores':<8}" + "".join(f"{k:>9}" for k in keys)]
-    lines += [f"{name:<8}" + "".join(f"{values[k]:>9.2f}" for k in keys) for name, values in metrics.items()]
-    return "\n".join(lines)
-
-
-def probe_instruction(loaded: LoadedModel) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The Q-Former instruction the benchmark gives a stage-3 model (the system prompt); else none."""
-    if loaded.spec.videochat2 is None or not loaded.spec.videochat2.qformer_text_input:
-        return None
-    encoded = loaded.qformer_tokenizer([SYSTEM_PROMPT], return_tensors="pt")
-    return encoded["input_ids"], encoded["attention_mask"]
-
-
 def evaluate_probe(cfg: DictConfig) -> dict:
     bench = cfg.benchmark
     clips = load_labelled_clips(bench.labels, bench.media_root, bench.path_prefix)
@@ -262,19 +194,10 @@ def evaluate_probe(cfg: DictConfig) -> dict:
     return results
 
 
-def format_probe(probed: dict) -> str:
-    columns = ["classes", "n_test", "majority", "vit", "visual_tokens"]
-    lines = [f"{'task':<22}" + "".join(f"{c:>14}" for c in columns)]
-    lines += [f"{task:<22}" + "".join(f"{row[c]:>14}" for c in columns) for task, row in probed["tasks"].items()]
-    lines.append(f"{'macro':<22}{'':>28}" + "".join(f"{probed['macro'][c]:>14}" for c in columns[2:]))
-    lines += [f"skipped {task}: {reason}" for task, reason in probed["skipped"].items()]
-    return "\n".join(lines)
-
-
 def evaluate(cfg: DictConfig) -> dict:
     """Run the configured benchmark; returns its results dict."""
     torch.manual_seed(cfg.seed)
-    kinds = {"mvbench": evaluate_mvbench, "retrieval": evaluate_retrieval_benchmark, "probe": evaluate_probe}
+    kinds = {"mvbench": evaluate_mvbench_benchmark, "retrieval": evaluate_retrieval_benchmark, "probe": evaluate_probe}
     if cfg.benchmark.kind not in kinds:
         raise ValueError(f"benchmark.kind must be one of {sorted(kinds)}, got {cfg.benchmark.kind!r}")
     return kinds[cfg.benchmark.kind](cfg)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -32,7 +32,7 @@ def node_type(hint: Any) -> Any:
         return node_type(rest[0]) if len(rest) == 1 else Any
     if origin in (list, tuple):
         inner = [a for a in args if a is not Ellipsis]
-        return List[node_type(inner[0])] if inner else List[Any]
+        return list[node_type(inner[0])] if inner else list[Any]
     return hint if hint in (int, float, bool, str) else Any
 
 
@@ -43,7 +43,8 @@ def overrides_schema(cls: type) -> type:
     if hasattr(cls, "from_preset") and "preset" not in names:
         names.insert(0, "preset")
         hints["preset"] = str
-    fields = [(name, Optional[node_type(hints[name])], dataclasses.field(default=None)) for name in names]
+    # OmegaConf reads typing.Optional, not `X | None`.
+    fields = [(name, Optional[node_type(hints[name])], dataclasses.field(default=None)) for name in names]  # noqa: UP045
     return dataclasses.make_dataclass(f"{cls.__name__}Node", fields)
 
 

@@ -6,11 +6,11 @@ import json
 import re
 import subprocess
 import sys
-import tomllib
 from importlib import import_module
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from videochat2.chat import ChatSession, cut_at_stop, interactive, main, read_pixels
 from videochat2.loader import load_model

@@ -313,7 +313,7 @@ def test_official_mvbench_presets_carry_the_official_protocol(family, llm, promp
     from recipes.evaluate import frame_spec
     from recipes.schema import register
     from recipes.train import model_spec
-    from videochat2.eval.prompts import build_prompt
+    from videochat2.prompts import build_prompt
 
     register()
     conf = Path(__file__).resolve().parents[1] / "conf"

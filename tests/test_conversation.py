@@ -5,14 +5,13 @@ import string
 from pathlib import Path
 
 import pytest
-import torch
 import sentencepiece
+import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 from transformers.tokenization_utils_base import generate_merges
 
 from videochat2.data.conversation import (
-    IGNORE_INDEX,
     IMAGE_CAPTION_PROMPTS,
     VIDEO_CAPTION_PROMPTS,
     Conversation,
@@ -24,7 +23,8 @@ from videochat2.data.conversation import (
     tokenize_conversation,
 )
 from videochat2.data.formats import MultipleChoice
-from videochat2.eval.prompts import build_prompt
+from videochat2.models.videochat2 import IGNORE_INDEX
+from videochat2.prompts import build_prompt
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|im_start|>", "<|im_end|>"]
 CHATML = (

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import ramp_frames, write_video
+from tests.conftest import ramp_frames
 from videochat2.data.formats import AnnotationError, MediaRecord, load_caption_records
 from videochat2.data.media_dataset import MediaDataset
 from videochat2.data.mixing import MediaTypeBatchSampler

@@ -12,18 +12,18 @@ from PIL import Image
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from recipes.evaluate import check_media, start_or_resume
 from tests.conftest import ramp_frames, write_video
 from videochat2.data.frame_indices import official_mvbench_indices
 from videochat2.data.video import MVBENCH_SAMPLE, FrameSampling, read_media
-from videochat2.eval.answerers import GenerateAnswerer, LetterLogitsAnswerer, letter_token_ids, model_inputs
 from videochat2.eval.mvbench import aggregate, load_questions, plot_results, write_results
-from videochat2.eval.mvbench_data import FrameCache, FrameSpec, MVBenchCollator, MVBenchDataset, cache_key
-from videochat2.eval.mvbench_run import answer_questions, missing_media, pending_questions, question_loader, run_records
-from videochat2.eval.prompts import SYSTEM_PROMPT, build_prompt
+from videochat2.eval.mvbench.answerers import GenerateAnswerer, LetterLogitsAnswerer, letter_token_ids, model_inputs
+from videochat2.eval.mvbench.data import FrameCache, FrameSpec, MVBenchCollator, MVBenchDataset, cache_key
+from videochat2.eval.mvbench.evaluate import check_media, start_or_resume
+from videochat2.eval.mvbench.run import answer_questions, missing_media, pending_questions, question_loader, run_records
 from videochat2.models.qformer import QFormerConfig
 from videochat2.models.videochat2 import VideoChat2, VideoChat2Config
 from videochat2.models.vision import VisionConfig
+from videochat2.prompts import SYSTEM_PROMPT, build_prompt
 
 SPEC = FrameSpec(num_frames=4, image_size=32)
 OPTIONS = ["red circle", "blue square", "green cross", "cyan star"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from videochat2.eval.retrieval import OUTSIDE_TOP_K, rerank_top_k, retrieval_metrics
+from videochat2.eval.retrieval.metrics import OUTSIDE_TOP_K, rerank_top_k, retrieval_metrics
 
 # Videos x texts; text j belongs to video j. Contrastive ranks: video 0 finds text 0 first, videos 1 and 2
 # find their text second; text 0 finds video 0 first, texts 1 and 2 find their video second.

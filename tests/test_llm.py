@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from peft import PeftModel
 from omegaconf import ListConfig
+from peft import PeftModel
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     AutoModelForCausalLM,

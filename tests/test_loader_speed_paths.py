@@ -7,16 +7,16 @@ import random
 from pathlib import Path
 
 import av
-from av.video.frame import PictureType
 import decord
 import numpy as np
 import pytest
 import torch
+from av.video.frame import PictureType
 from PIL import Image
 
+from tests.conftest import ramp_frames
 from videochat2.data.frame_indices import SampleSpec, keyframe_segment_indices, parse_sample
 from videochat2.data.transforms import FrameTransform
-from tests.conftest import ramp_frames
 from videochat2.data.video import FrameSampling, MediaReadError, read_video
 
 GOP = 15

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from videochat2.eval.probe import probe_tasks, split_indices
-from videochat2.eval.probe_run import load_labelled_clips
+from videochat2.eval.probe.classifier import probe_tasks, split_indices
+from videochat2.eval.probe.clips import load_labelled_clips
 
 
 def test_split_is_seeded_disjoint_and_complete():

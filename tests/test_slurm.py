@@ -59,10 +59,10 @@ def finish(process: subprocess.Popen, timeout: float = 600) -> str:
     """Wait for the launcher; a job that died without a result would keep it waiting, hence the timeout."""
     try:
         output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as timeout_error:
         process.kill()
         output, _ = process.communicate()
-        raise AssertionError(f"the SLURM job did not finish in {timeout} s:\n{output[-3000:]}")
+        raise AssertionError(f"the SLURM job did not finish in {timeout} s:\n{output[-3000:]}") from timeout_error
     assert process.returncode == 0, output[-3000:]
     return output
 

@@ -82,7 +82,7 @@ def test_mvbench_items_are_valid(root, events):
     tasks = json.loads((root / "mvbench" / "tasks.json").read_text())
     assert list(tasks) == list(syn.TASKS) and len(tasks) >= 8
     assert any(t["bound"] for t in tasks.values()) and any(t["media_type"] == "frame" for t in tasks.values())
-    for task, entry in tasks.items():
+    for entry in tasks.values():
         assert set(entry) == {"json", "prefix", "media_type", "bound", "abbr"}
         items = json.loads((root / "mvbench" / "json" / entry["json"]).read_text())
         assert len(items) == SMALL["test_per_task"]

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
+from videochat2.builder import LoadedModel
 from videochat2.data.conversation import build_conversation
 from videochat2.data.transforms import FrameTransform
 from videochat2.data.video import FrameSampling, read_media
-from videochat2.eval.answerers import letter_token_ids
-from videochat2.eval.prompts import PROMPT_FAMILIES, build_prompt, option_letter
-from videochat2.builder import LoadedModel
+from videochat2.eval.mvbench.answerers import letter_token_ids
 from videochat2.loader import load_model
+from videochat2.prompts import PROMPT_FAMILIES, build_prompt, option_letter
 from videochat2.spec import MediaConfig
 
 # Stands for the answer still to come: the prompt is the rendered conversation cut where it begins.

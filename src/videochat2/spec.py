@@ -78,7 +78,7 @@ class ModelSpec:
         return {"format": SPEC_FORMAT, "version": SPEC_VERSION, **asdict(self)}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "ModelSpec":
+    def from_json(cls, data: Mapping[str, Any]) -> ModelSpec:
         """Only the known fields of each part are read; anything else in the file is ignored."""
         parts = {"vision": VisionConfig, "qformer": QFormerConfig, "media": MediaConfig,
                  "alignment": AlignmentConfig, "llm": LLMConfig, "videochat2": VideoChat2Config}
@@ -88,7 +88,7 @@ class ModelSpec:
             values[name] = known_fields(part, data[name]) if data.get(name) is not None else None
         return cls(**values)
 
-    def resolved_under(self, base: Path) -> "ModelSpec":
+    def resolved_under(self, base: Path) -> ModelSpec:
         """Relative paths taken as relative to `base` (an export directory)."""
         def under(path: str | None) -> str | None:
             return str(base / path) if path is not None and not Path(path).is_absolute() else path

@@ -37,10 +37,10 @@ from transformers import PreTrainedTokenizerBase
 
 from videochat2.data.formats import MultipleChoice
 from videochat2.data.qa_generation import format_question
-from videochat2.eval.prompts import PROMPT_FAMILIES, VIDEO_PLACEHOLDER, build_prompt, option_letter
+from videochat2.models.videochat2 import IGNORE_INDEX
+from videochat2.prompts import PROMPT_FAMILIES, VIDEO_PLACEHOLDER, build_prompt, option_letter
 
 TEMPLATES = ("vicuna_v0", "mistral_instruct", "phi3", "chat_template")
-IGNORE_INDEX = -100
 
 MEDIA_TAGS = {
     "video": ("<Video>", "<VideoHere>", "</Video>"),

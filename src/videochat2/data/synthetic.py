@@ -66,6 +66,7 @@ from PIL import Image
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from videochat2.data import qa_generation as qa
+from videochat2.prompts import SYSTEM_PROMPT
 
 GENERATOR_VERSION = "1.1"
 FPS = 8
@@ -108,11 +109,6 @@ STATE_CHANGES = ("it changes colour", "it disappears", "it stays the same")
 MOMENTS = ("at the beginning", "in the middle", "at the end")
 MOMENT_SPANS = ((0.2, 0.3), (0.45, 0.55), (0.7, 0.8))
 
-MVBENCH_SYSTEM = (
-    "Carefully watch the video and pay attention to the cause and sequence of events, the detail and movement "
-    "of objects, and the action and pose of persons. Based on your observations, select the best option that "
-    "accurately addresses the question."
-)
 CAPTION_PROMPTS = (
     "Describe the following video concisely.",
     "Describe the video in detail.",
@@ -792,7 +788,7 @@ def _image_instructions(records: list[dict], seed: int) -> tuple[list[dict], lis
 
 
 PROMPT_VOCABULARY = (
-    MVBENCH_SYSTEM, "Question:", "Options:", "Only give the best option.", "Best option:(", "Best Option:(",
+    SYSTEM_PROMPT, "Question:", "Options:", "Only give the best option.", "Best option:(", "Best Option:(",
     "###Human:", "###Assistant:", "###", "[INST]", "[/INST]", "<Video>", "</Video>", "<Image>", "</Image>",
     "<VideoHere>", "<ImageHere>", *CAPTION_PROMPTS, *IMAGE_PROMPTS,
     "The video contains 8 frames sampled at 0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5 seconds.",

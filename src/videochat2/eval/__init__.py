@@ -1,1 +1,1 @@
-"""Evaluation: MVBench protocol and retrieval metrics."""
+"""Evaluation, one package per benchmark: `mvbench` (multiple choice), `retrieval` (stage 1), `probe`."""

@@ -34,14 +34,14 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from videochat2.data.conversation import (
-    IGNORE_INDEX,
     Conversation,
     build_caption_conversation,
     build_choice_conversation,
 )
 from videochat2.data.formats import MultipleChoice
-from videochat2.eval.prompts import SYSTEM_PROMPT
 from videochat2.models.llm import LLMConfig, build_tiny_llama, load_tokenizer
+from videochat2.models.videochat2 import IGNORE_INDEX
+from videochat2.prompts import SYSTEM_PROMPT
 
 log = logging.getLogger(__name__)
 

@@ -144,7 +144,7 @@ class LLMConfig:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
 
     @classmethod
-    def from_preset(cls, preset: str, **overrides) -> "LLMConfig":
+    def from_preset(cls, preset: str, **overrides) -> LLMConfig:
         """The preset's values, then `overrides` (e.g. `path`, `lora=True`)."""
         if preset not in PRESETS:
             raise ValueError(f"unknown LLM preset {preset!r}; choose one of {sorted(PRESETS)}")

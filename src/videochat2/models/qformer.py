@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from videochat2.models.vision import DropPath, linspace
-
+from videochat2.models.layers import DropPath, linspace
 
 # Architecture presets, by the name configs use; each is the classmethod of that name.
 QFORMER_PRESETS = ("tiny", "bert_base")
@@ -57,18 +56,18 @@ class QFormerConfig:
             self.dec_token_id = self.vocab_size - 1
 
     @classmethod
-    def from_preset(cls, preset: str, **overrides) -> "QFormerConfig":
+    def from_preset(cls, preset: str, **overrides) -> QFormerConfig:
         if preset not in QFORMER_PRESETS:
             raise ValueError(f"unknown Q-Former preset {preset!r}; choose one of {sorted(QFORMER_PRESETS)}")
         return getattr(cls, preset)(**overrides)
 
     @classmethod
-    def bert_base(cls, **overrides) -> "QFormerConfig":
+    def bert_base(cls, **overrides) -> QFormerConfig:
         """bert-base-uncased sizes with `[DEC]` appended, cross-attending to UMT-L (1024-d) every 2nd layer."""
         return cls(**overrides)
 
     @classmethod
-    def tiny(cls, **overrides) -> "QFormerConfig":
+    def tiny(cls, **overrides) -> QFormerConfig:
         """A CPU-sized Q-Former for the tiny ViT (its vocabulary follows the tokenizer, see `qformer_config_for_tokenizer`).
 
         Attention dropout is off: with it, CPU attention leaves the fused kernel and sampling the dropout mask
@@ -89,7 +88,7 @@ class QFormerConfig:
         return cls(**values)
 
     @classmethod
-    def from_bert_config(cls, bert_config, **overrides) -> "QFormerConfig":
+    def from_bert_config(cls, bert_config, **overrides) -> QFormerConfig:
         """Sizes of a transformers `BertConfig`, plus one row for `[DEC]`."""
         values = dict(
             vocab_size=bert_config.vocab_size + 1,
@@ -356,7 +355,7 @@ class QFormer(nn.Module):
         )
 
     @classmethod
-    def from_bert(cls, path: str | Path, **overrides) -> "QFormer":
+    def from_bert(cls, path: str | Path, **overrides) -> QFormer:
         """Build from a local BERT checkpoint directory (e.g. bert-base-uncased) as VideoChat2 stage 1 does.
 
         BERT's weights are copied (cross-attention stays randomly initialised), the text FFN is copied into the

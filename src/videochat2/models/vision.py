@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from videochat2.models.layers import DropPath, linspace
+
 # The original builds every table for a 14×14 grid unless img_size is exactly 224 (its second table path).
 PRETRAIN_GRID = 14
 # Architecture presets, by the name configs use; each is the classmethod of that name.
@@ -47,12 +49,12 @@ class VisionConfig:
     stem_channels: tuple[int, ...] = ()
 
     @classmethod
-    def umt_l16(cls, **overrides) -> "VisionConfig":
+    def umt_l16(cls, **overrides) -> VisionConfig:
         """UMT-L/16 as used by VideoChat2: 23 of 24 blocks built, penultimate-layer features."""
         return cls(**overrides)
 
     @classmethod
-    def tiny(cls, **overrides) -> "VisionConfig":
+    def tiny(cls, **overrides) -> VisionConfig:
         """A CPU-sized encoder for 64×64 synthetic clips: a 4×4 grid of 16-px patches, 128-d, 4 blocks built."""
         values = dict(img_size=64, patch_size=16, embed_dim=128, depth=5, num_heads=4, return_index=-2,
                       stem_channels=(32, 64))
@@ -60,7 +62,7 @@ class VisionConfig:
         return cls(**values)
 
     @classmethod
-    def from_preset(cls, preset: str, **overrides) -> "VisionConfig":
+    def from_preset(cls, preset: str, **overrides) -> VisionConfig:
         if preset not in VISION_PRESETS:
             raise ValueError(f"unknown vision encoder preset {preset!r}; choose one of {sorted(VISION_PRESETS)}")
         return getattr(cls, preset)(**overrides)
@@ -107,29 +109,6 @@ def video_position_table(
         table = F.interpolate(table, size=frames, mode="linear", align_corners=False)
         table = table.reshape(gh, gw, dim, frames).permute(3, 0, 1, 2)
     return table.reshape(1, -1, dim)
-
-
-def linspace(stop: float, steps: int) -> list[float]:
-    """Per-layer drop-path rates 0 … stop; plain Python so that models also build on the meta device."""
-    return [stop * i / (steps - 1) for i in range(steps)] if steps > 1 else [0.0] * steps
-
-
-def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
-    """Stochastic depth: zero whole samples of a residual branch and rescale the survivors."""
-    if rate == 0.0 or not training:
-        return x
-    keep = 1.0 - rate
-    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-    return x * mask / keep
-
-
-class DropPath(nn.Module):
-    def __init__(self, rate: float = 0.0):
-        super().__init__()
-        self.rate = rate
-
-    def forward(self, x: Tensor) -> Tensor:
-        return drop_path(x, self.rate, self.training)
 
 
 class PatchEmbed(nn.Module):

@@ -1,12 +1,22 @@
 """The model-independent MVBench protocol in one import.
 
-Tasks and questions (``mvbench_tasks``), prompts and answer extraction
-(``prompts``), the official and strict scorers (``scoring``) and the run's outputs
-(``results``) live in their own modules; evaluation code imports them from here.
+Tasks and questions (``tasks``), the official and strict scorers (``scoring``) and the run's outputs
+(``results``) live in their own modules, prompts and answer extraction in ``videochat2.prompts`` (training
+builds the same prompts); ``data``, ``answerers`` and ``run`` turn them into an evaluation.
 Frame indices are in ``videochat2.data.frame_indices``.
 """
 
-from videochat2.eval.mvbench_tasks import (
+from videochat2.eval.mvbench.results import (
+    PredictionLog,
+    aggregate,
+    answered_keys,
+    format_table,
+    load_predictions,
+    plot_results,
+    write_results,
+)
+from videochat2.eval.mvbench.scoring import check_ans, parse_letter, score_prediction
+from videochat2.eval.mvbench.tasks import (
     OFFICIAL_TASKS,
     VIDEO_BRANCH_PREFIXES,
     MVBenchQuestion,
@@ -18,7 +28,7 @@ from videochat2.eval.mvbench_tasks import (
     read_tasks_json,
     video_branch_tasks,
 )
-from videochat2.eval.prompts import (
+from videochat2.prompts import (
     ANSWER_PREFIX,
     PROMPT_FAMILIES,
     QUESTION_SUFFIX,
@@ -29,16 +39,6 @@ from videochat2.eval.prompts import (
     extract_answer,
     qa_template,
 )
-from videochat2.eval.results import (
-    PredictionLog,
-    aggregate,
-    answered_keys,
-    format_table,
-    load_predictions,
-    plot_results,
-    write_results,
-)
-from videochat2.eval.scoring import check_ans, parse_letter, score_prediction
 
 __all__ = [
     "ANSWER_PREFIX",

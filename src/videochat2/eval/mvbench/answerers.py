@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from videochat2.eval.prompts import ANSWER_PREFIX, extract_answer, get_family, option_letter
 from videochat2.models.videochat2 import VideoChat2
+from videochat2.prompts import ANSWER_PREFIX, extract_answer, get_family, option_letter
 
 MODEL_INPUTS = ("pixel_values", "input_ids_before", "input_ids_after", "instruction_ids", "instruction_mask")
 MAX_OPTIONS = 26

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from videochat2.eval.mvbench_tasks import MVBenchQuestion
+from videochat2.eval.mvbench.tasks import MVBenchQuestion
 
 _MARKER = re.compile(r"[\s(\[]*([A-Z])(?:[\s)\].:]*$|[)\].:])")
 

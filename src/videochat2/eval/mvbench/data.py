@@ -26,8 +26,8 @@ from transformers import PreTrainedTokenizerBase
 
 from videochat2.data.transforms import NORMALIZATION, FrameTransform
 from videochat2.data.video import MVBENCH_SAMPLE, FrameSampling, MediaReadError, read_media
-from videochat2.eval.mvbench_tasks import MVBenchQuestion
-from videochat2.eval.prompts import MVBenchPrompt, build_prompt
+from videochat2.eval.mvbench.tasks import MVBenchQuestion
+from videochat2.prompts import MVBenchPrompt, build_prompt
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from videochat2.eval.mvbench_tasks import MVBenchQuestion
+from videochat2.builder import LoadedModel
+from videochat2.eval.mvbench.tasks import MVBenchQuestion
 from videochat2.models.alignment import VideoChat2Alignment
 from videochat2.models.videochat2 import VideoChat2
+from videochat2.prompts import SYSTEM_PROMPT
 
 
 def load_labelled_clips(
@@ -81,3 +83,11 @@ def clip_features(
         vit.append(vision_embeds.mean(1))
         visual.append(tokens.mean(1))
     return {"vit": torch.cat(vit), "visual_tokens": torch.cat(visual)}
+
+
+def probe_instruction(loaded: LoadedModel) -> tuple[Tensor, Tensor] | None:
+    """The Q-Former instruction the benchmark gives a stage-3 model (the system prompt); else none."""
+    if loaded.spec.videochat2 is None or not loaded.spec.videochat2.qformer_text_input:
+        return None
+    encoded = loaded.qformer_tokenizer([SYSTEM_PROMPT], return_tensors="pt")
+    return encoded["input_ids"], encoded["attention_mask"]

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader, Dataset
 
-from videochat2.eval.answerers import Answer
-from videochat2.eval.mvbench_tasks import MVBenchQuestion
-from videochat2.eval.results import PredictionLog, load_predictions
-from videochat2.eval.scoring import score_prediction
+from videochat2.eval.mvbench.answerers import Answer
+from videochat2.eval.mvbench.results import PredictionLog, load_predictions
+from videochat2.eval.mvbench.scoring import score_prediction
+from videochat2.eval.mvbench.tasks import MVBenchQuestion
 
 Answerer = Callable[[dict], list[Answer]]
 

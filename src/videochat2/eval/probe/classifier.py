@@ -100,3 +100,13 @@ def macro(results: dict[str, dict], keys: Sequence[str]) -> dict[str, float]:
     if not results:
         return {key: 0.0 for key in keys}
     return {key: round(sum(row[key] for row in results.values()) / len(results), 1) for key in keys}
+
+
+def format_probe(probed: dict) -> str:
+    """Per task: classes, test clips, and the accuracy of majority / ViT / visual-token probes; then the macro."""
+    columns = ["classes", "n_test", "majority", "vit", "visual_tokens"]
+    lines = [f"{'task':<22}" + "".join(f"{c:>14}" for c in columns)]
+    lines += [f"{task:<22}" + "".join(f"{row[c]:>14}" for c in columns) for task, row in probed["tasks"].items()]
+    lines.append(f"{'macro':<22}{'':>28}" + "".join(f"{probed['macro'][c]:>14}" for c in columns[2:]))
+    lines += [f"skipped {task}: {reason}" for task, reason in probed["skipped"].items()]
+    return "\n".join(lines)

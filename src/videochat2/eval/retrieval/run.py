@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerBase
 from videochat2.data.formats import MediaRecord
 from videochat2.data.transforms import FrameTransform
 from videochat2.data.video import FrameSampling, read_media
-from videochat2.eval.retrieval import PairScorer, rerank_top_k, retrieval_metrics
+from videochat2.eval.retrieval.metrics import PairScorer, rerank_top_k, retrieval_metrics
 from videochat2.models.alignment import VideoChat2Alignment
 
 
@@ -131,3 +131,11 @@ def evaluate_retrieval(
         "itc": retrieval_metrics(sim_v2t, corpus.text_to_video),
         "itm": retrieval_metrics(v2t, corpus.text_to_video, sim_t2v=t2v),
     }
+
+
+def format_retrieval(metrics: dict[str, dict[str, float]]) -> str:
+    """The recalls as a table, one row per result set (`itc`, `itm`)."""
+    keys = ["r1_t2v", "r5_t2v", "r10_t2v", "r1_v2t", "r5_v2t", "r10_v2t", "r_mean"]
+    lines = [f"{'scores':<8}" + "".join(f"{k:>9}" for k in keys)]
+    lines += [f"{name:<8}" + "".join(f"{values[k]:>9.2f}" for k in keys) for name, values in metrics.items()]
+    return "\n".join(lines)
