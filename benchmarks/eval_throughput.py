@@ -111,8 +111,10 @@ def main() -> None:
         "agreement_with_first_generated_token": round(sum(agree_first_token) / n, 4),
         "generate_unparsed": sum(s is None for s in slow_letters),
     }
-    print(f"letter_logits: {n} questions in {fast_s:.1f} s (cold frame cache), {warm_s:.1f} s (warm); "
-          f"generate: {slow_s:.1f} s")
+    print(
+        f"letter_logits: {n} questions in {fast_s:.1f} s (cold frame cache), {warm_s:.1f} s (warm); "
+        f"generate: {slow_s:.1f} s"
+    )
     print(json.dumps(result))
 
 

@@ -70,8 +70,17 @@ def _frames(width: int, height: int, count: int, rng: np.random.Generator) -> It
     margin = height // 3
     scene = _texture(height + 2 * margin, 2 * width + 1, rng).astype(np.float32)
     grain = [rng.normal(0, GRAIN, (height, width, 1)).astype(np.float32) for _ in range(8)]
-    discs = [(rng.uniform(0, width), rng.uniform(0, height), rng.uniform(-4, 4), rng.uniform(-3, 3),
-              rng.uniform(height / 20, height / 8), rng.integers(0, 255, 3)) for _ in range(4)]
+    discs = [
+        (
+            rng.uniform(0, width),
+            rng.uniform(0, height),
+            rng.uniform(-4, 4),
+            rng.uniform(-3, 3),
+            rng.uniform(height / 20, height / 8),
+            rng.integers(0, 255, 3),
+        )
+        for _ in range(4)
+    ]
     for t in range(count):
         x = width * (0.5 - 0.5 * np.cos(2 * np.pi * t / count))
         left, frac = int(x), x - int(x)
@@ -173,8 +182,12 @@ def measure(path: Path, num_frames: int, draws: int) -> dict:
             totals[key][0] += wall
             totals[key][1] += cpu
         mad.append((grey_levels(outs["a"]) - grey_levels(outs["b"])).abs().mean().item())
-    return {"draws": draws, "wall_s": {k: v[0] for k, v in totals.items()},
-            "cpu_s": {k: v[1] for k, v in totals.items()}, "mad": float(np.mean(mad))}
+    return {
+        "draws": draws,
+        "wall_s": {k: v[0] for k, v in totals.items()},
+        "cpu_s": {k: v[1] for k, v in totals.items()},
+        "mad": float(np.mean(mad)),
+    }
 
 
 def profile(path: Path, num_frames: int) -> None:
@@ -190,18 +203,24 @@ def profile(path: Path, num_frames: int) -> None:
         "decord: open (index the file)": lambda: decord.VideoReader(str(path), num_threads=1),
         "decord: open + get_batch": lambda: decord.VideoReader(str(path), num_threads=1).get_batch(indices),
         "decord: open + get_batch, decode-time resize": lambda: decord.VideoReader(
-            str(path), num_threads=1, width=new_w, height=SIZE).get_batch(indices),
+            str(path), num_threads=1, width=new_w, height=SIZE
+        ).get_batch(indices),
         "PyAV: demux all packets (index)": lambda: _demux_all(path),
-        "PyAV: sparse decode (read_video av)": lambda: read_video(path, FrameSampling(num_frames, "rand"),
-                                                                   random.Random(0), backend="av"),
+        "PyAV: sparse decode (read_video av)": lambda: read_video(
+            path, FrameSampling(num_frames, "rand"), random.Random(0), backend="av"
+        ),
         "PyAV: keyframe-only decode (rand_keyframe)": lambda: read_video(
-            path, FrameSampling(num_frames, "rand_keyframe"), random.Random(0), backend="av"),
-        "resize: PIL bicubic per frame": lambda: [Image.fromarray(f).resize((new_w, SIZE), Image.BICUBIC)
-                                                  for f in frames],
+            path, FrameSampling(num_frames, "rand_keyframe"), random.Random(0), backend="av"
+        ),
+        "resize: PIL bicubic per frame": lambda: [
+            Image.fromarray(f).resize((new_w, SIZE), Image.BICUBIC) for f in frames
+        ],
         "resize: torch float bicubic+antialias": lambda: F.interpolate(
-            uint8.float(), size=(SIZE, new_w), mode="bicubic", antialias=True),
+            uint8.float(), size=(SIZE, new_w), mode="bicubic", antialias=True
+        ),
         "resize: torch uint8 bicubic+antialias": lambda: F.interpolate(
-            uint8, size=(SIZE, new_w), mode="bicubic", antialias=True),
+            uint8, size=(SIZE, new_w), mode="bicubic", antialias=True
+        ),
     }
     print(f"\nprofile: {path.name}, {num_frames} frames {indices}")
     for name, fn in stages.items():
@@ -219,10 +238,15 @@ def _profile_decode_time_resize(path: Path, indices: list[int], frames: np.ndarr
     """Decode-time resizing (decord width/height: swscale) against PIL on full-resolution frames."""
     small = decord.VideoReader(str(path), num_threads=1, width=new_w, height=SIZE).get_batch(indices).asnumpy()
     pil = np.stack([np.asarray(Image.fromarray(f).resize((new_w, SIZE), Image.BICUBIC)) for f in frames])
-    torch_u8 = F.interpolate(torch.from_numpy(frames).permute(0, 3, 1, 2), size=(SIZE, new_w),
-                             mode="bicubic", antialias=True).permute(0, 2, 3, 1).numpy()
-    print(f"  MAD vs PIL: decode-time resize {np.abs(small.astype(float) - pil).mean():.2f}, "
-          f"torch uint8 {np.abs(torch_u8.astype(float) - pil).mean():.3f} grey levels")
+    torch_u8 = (
+        F.interpolate(torch.from_numpy(frames).permute(0, 3, 1, 2), size=(SIZE, new_w), mode="bicubic", antialias=True)
+        .permute(0, 2, 3, 1)
+        .numpy()
+    )
+    print(
+        f"  MAD vs PIL: decode-time resize {np.abs(small.astype(float) - pil).mean():.2f}, "
+        f"torch uint8 {np.abs(torch_u8.astype(float) - pil).mean():.3f} grey levels"
+    )
 
 
 def main() -> None:
@@ -249,13 +273,17 @@ def _rate(result: dict, key: str, clock: str) -> float:
 
 
 def print_table(results: dict) -> None:
-    print(f"\n{'clip/frames':<34s} {'(a) ref':>9s} {'(b) ours':>9s} {'(c) keyfr':>9s} {'b/a':>6s} {'c/a':>6s} {'MAD':>6s}"
-          "   (clips/s by CPU time; wall in brackets)")
+    print(
+        f"\n{'clip/frames':<34s} {'(a) ref':>9s} {'(b) ours':>9s} {'(c) keyfr':>9s} {'b/a':>6s} {'c/a':>6s} {'MAD':>6s}"
+        "   (clips/s by CPU time; wall in brackets)"
+    )
     for name, r in results.items():
         cpu = [_rate(r, k, "cpu_s") for k in "abc"]
         wall = [_rate(r, k, "wall_s") for k in "abc"]
-        print(f"{name:<34s} {cpu[0]:9.2f} {cpu[1]:9.2f} {cpu[2]:9.2f} {cpu[1] / cpu[0]:6.2f} {cpu[2] / cpu[0]:6.2f}"
-              f" {r['mad']:6.3f}   [{wall[0]:.2f} {wall[1]:.2f} {wall[2]:.2f}]")
+        print(
+            f"{name:<34s} {cpu[0]:9.2f} {cpu[1]:9.2f} {cpu[2]:9.2f} {cpu[1] / cpu[0]:6.2f} {cpu[2] / cpu[0]:6.2f}"
+            f" {r['mad']:6.3f}   [{wall[0]:.2f} {wall[1]:.2f} {wall[2]:.2f}]"
+        )
 
 
 def summary(results: dict) -> dict:

@@ -65,8 +65,17 @@ def stage1_presets() -> list[Preset]:
 def stage23_presets() -> list[Preset]:
     tiny, mid = stage1_presets()
     tiny = Preset(tiny.name, tiny.vision, tiny.qformer, tiny.embed_dim, 16, 8, text_len=64)
-    mid = Preset("mid (ViT-B width, 4 blocks, 224px; LLM 1024-d, 4 layers)", mid.vision, mid.qformer, mid.embed_dim,
-                 4, 8, text_len=128, llm_hidden=1024, llm_layers=4)
+    mid = Preset(
+        "mid (ViT-B width, 4 blocks, 224px; LLM 1024-d, 4 layers)",
+        mid.vision,
+        mid.qformer,
+        mid.embed_dim,
+        4,
+        8,
+        text_len=128,
+        llm_hidden=1024,
+        llm_layers=4,
+    )
     return [tiny, mid]
 
 
@@ -107,8 +116,11 @@ def measure_stage1(preset: Preset, steps: int, device: torch.device) -> dict:
 
 def build_stage23(preset: Preset, stage: int) -> VideoChat2:
     llm_config = LlamaConfig(
-        vocab_size=1000, hidden_size=preset.llm_hidden, intermediate_size=4 * preset.llm_hidden,
-        num_hidden_layers=preset.llm_layers, num_attention_heads=max(4, preset.llm_hidden // 64),
+        vocab_size=1000,
+        hidden_size=preset.llm_hidden,
+        intermediate_size=4 * preset.llm_hidden,
+        num_hidden_layers=preset.llm_layers,
+        num_attention_heads=max(4, preset.llm_hidden // 64),
     )
     llm = LlamaForCausalLM(llm_config).requires_grad_(False)
     if stage == 3:
@@ -213,8 +225,17 @@ def ddp_rows(steps: int) -> list[dict]:
 
 
 # Dense bf16 peak of common cards (FLOP/s), for model FLOPs utilisation.
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A6000": 155e12, "4090": 165e12,
-             "3090": 71e12, "A10": 125e12, "L4": 121e12}
+PEAK_BF16 = {
+    "H100": 989e12,
+    "H200": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A6000": 155e12,
+    "4090": 165e12,
+    "3090": 71e12,
+    "A10": 125e12,
+    "L4": 121e12,
+}
 
 
 def quantize_linears(module: torch.nn.Module, skip: tuple[str, ...] = ("lm_head",)) -> None:
@@ -224,12 +245,20 @@ def quantize_linears(module: torch.nn.Module, skip: tuple[str, ...] = ("lm_head"
     for name, child in list(module.named_children()):
         if isinstance(child, torch.nn.Linear) and name not in skip:
             layer = bnb.nn.Linear4bit(
-                child.in_features, child.out_features, bias=child.bias is not None, compute_dtype=torch.bfloat16,
-                compress_statistics=True, quant_type="nf4", quant_storage=torch.bfloat16,
+                child.in_features,
+                child.out_features,
+                bias=child.bias is not None,
+                compute_dtype=torch.bfloat16,
+                compress_statistics=True,
+                quant_type="nf4",
+                quant_storage=torch.bfloat16,
                 device=child.weight.device,
             )
             layer.weight = bnb.nn.Params4bit(
-                child.weight.data.cpu(), requires_grad=False, compress_statistics=True, quant_type="nf4",
+                child.weight.data.cpu(),
+                requires_grad=False,
+                compress_statistics=True,
+                quant_type="nf4",
                 quant_storage=torch.bfloat16,
             ).to(child.weight.device)
             layer.requires_grad_(False)
@@ -253,8 +282,18 @@ def build_llm7b(shape: dict, qlora: bool, checkpointing: bool, device: torch.dev
     return apply_lora(llm, LLMConfig(preset="local", lora=True))
 
 
-def measure_llm7b(shape: dict, qlora: bool, checkpointing: bool, batch: int, steps: int, device: torch.device,
-                  vision: VisionConfig, qformer: QFormerConfig, frames: int, text_len: int) -> dict:
+def measure_llm7b(
+    shape: dict,
+    qlora: bool,
+    checkpointing: bool,
+    batch: int,
+    steps: int,
+    device: torch.device,
+    vision: VisionConfig,
+    qformer: QFormerConfig,
+    frames: int,
+    text_len: int,
+) -> dict:
     """Stage 3 (UMT-L, Q-Former, LoRA on a 7B-shaped LLM) under bf16 autocast."""
     torch.manual_seed(0)
     if device.type == "cuda":
@@ -275,8 +314,9 @@ def measure_llm7b(shape: dict, qlora: bool, checkpointing: bool, batch: int, ste
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = model(pixels, before, after, after, instruction_ids=instruction,
-                         instruction_mask=torch.ones_like(instruction))["loss"]
+            loss = model(
+                pixels, before, after, after, instruction_ids=instruction, instruction_mask=torch.ones_like(instruction)
+            )["loss"]
         loss.backward()
         optimizer.step()
 
@@ -290,7 +330,7 @@ def measure_llm7b(shape: dict, qlora: bool, checkpointing: bool, batch: int, ste
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
     row = {
-        "preset": f"{'QLoRA nf4' if qlora else 'LoRA bf16'}{' + checkpointing' if checkpointing else ''}, batch {batch}",
+        "preset": f"{'QLoRA nf4' if qlora else 'LoRA bf16'}{' + checkpointing' * checkpointing}, batch {batch}",
         "batch_size": batch,
         "tokens_per_s": round(tokens * steps / seconds, 1),
         "mfu": round(flops / peak, 3) if peak else None,
@@ -303,13 +343,26 @@ def measure_llm7b(shape: dict, qlora: bool, checkpointing: bool, batch: int, ste
 def llm7b_rows(steps: int, device: torch.device, small: bool) -> list[dict]:
     """bf16 LoRA vs QLoRA, with and without checkpointing, at batch 1 and the largest batch that fits."""
     if small:  # the same code path at a CPU-sized shape, to check it runs
-        shape = dict(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                     num_attention_heads=4, num_key_value_heads=4)
+        shape = dict(
+            vocab_size=1000,
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+        )
         vision, qformer, frames, text_len = VisionConfig.tiny(), QFormerConfig.tiny(vocab_size=1000), 4, 32
         batches = [1, 2]
     else:
-        shape = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                     num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=2048)
+        shape = dict(
+            vocab_size=32000,
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            max_position_embeddings=2048,
+        )
         vision, qformer = VisionConfig.umt_l16(img_size=224), QFormerConfig.bert_base(num_query_tokens=96)
         frames, text_len, batches = 8, 512, [1, 2, 4, 8, 16, 32]
     rows = []
@@ -318,8 +371,9 @@ def llm7b_rows(steps: int, device: torch.device, small: bool) -> list[dict]:
             fitted = None
             for batch in batches:
                 try:
-                    row = measure_llm7b(shape, qlora, checkpointing, batch, steps, device, vision, qformer, frames,
-                                        text_len)
+                    row = measure_llm7b(
+                        shape, qlora, checkpointing, batch, steps, device, vision, qformer, frames, text_len
+                    )
                 except torch.OutOfMemoryError:
                     break
                 if batch == 1:

@@ -37,8 +37,11 @@ class Mix:
 def load_entry(entry: DictConfig, task: str) -> list[MediaRecord]:
     """One corpus entry `{name, annotation, media_root, media_type, format?, reader?, weight?}`."""
     return load_records(
-        entry.annotation, entry.media_root, entry.media_type,
-        format=entry.get("format") or DEFAULT_FORMAT[task], reader=entry.get("reader") or "decord",
+        entry.annotation,
+        entry.media_root,
+        entry.media_type,
+        format=entry.get("format") or DEFAULT_FORMAT[task],
+        reader=entry.get("reader") or "decord",
         corpus=entry.get("name", ""),
     )
 
@@ -58,7 +61,11 @@ def build_corpus(entries, task: str) -> Mix:
         weight = entry.get("weight")
         log.info(
             "corpus %-24s %9d records  %-5s  weight %-8s %5.1f%% of the mix",
-            entry.name, size, entry.media_type, "size" if weight is None else f"{weight:g}", 100 * share / total,
+            entry.name,
+            size,
+            entry.media_type,
+            "size" if weight is None else f"{weight:g}",
+            100 * share / total,
         )
     return Mix(
         records=[r for records in loaded for r in records],
@@ -94,13 +101,24 @@ class ResumableDataModule(LightningDataModule):
             from videochat2.data.shards import stream_loader
 
             return stream_loader(
-                streaming.shards, streaming.get("epoch_samples"), dataset, collate, config.batch_size,
-                config.num_workers, seed, trainer.global_rank if trainer else 0, trainer.world_size if trainer else 1,
+                streaming.shards,
+                streaming.get("epoch_samples"),
+                dataset,
+                collate,
+                config.batch_size,
+                config.num_workers,
+                seed,
+                trainer.global_rank if trainer else 0,
+                trainer.world_size if trainer else 1,
             )
         self.sampler = MediaTypeBatchSampler(
-            [r.media_type for r in mix.records], config.batch_size, seed=seed,
-            rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1,
-            corpus_ids=mix.corpus_ids, weights=mix.weights,
+            [r.media_type for r in mix.records],
+            config.batch_size,
+            seed=seed,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+            corpus_ids=mix.corpus_ids,
+            weights=mix.weights,
         )
         if self._resume_state is not None:
             self.sampler.load_state_dict(self._resume_state)

@@ -59,6 +59,9 @@ class AlignmentModule(LightningModule):
 
     def configure_optimizers(self):
         return configure_optimizers(
-            self.model, self.optimizer_factory, self.scheduler_factory, self.model.no_weight_decay(),
+            self.model,
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self.model.no_weight_decay(),
             self.trainer.estimated_stepping_batches,
         )

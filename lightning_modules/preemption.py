@@ -190,5 +190,6 @@ class PreemptionCheckpoint(Callback):
         if self._rank < len(states):
             self._resume_rng = states[self._rank]
         else:
-            log.warning("checkpoint has RNG states for %d ranks, not for rank %d: RNG not restored", len(states), self._rank)
-
+            log.warning(
+                "checkpoint has RNG states for %d ranks, not for rank %d: RNG not restored", len(states), self._rank
+            )

@@ -67,8 +67,11 @@ class VideoChat2Module(LightningModule):
         self.llm_tokenizer, self.qformer_tokenizer = loaded.llm_tokenizer, loaded.qformer_tokenizer
         # from_pretrained returns the LLM in eval mode; training mode turns LoRA dropout on, as the original.
         self.model = loaded.model.train()
-        rank_zero_info(self.load_report.summary() if self.load_report is not None
-                       else "model.init_from=none: every component starts from its own initialisation")
+        rank_zero_info(
+            self.load_report.summary()
+            if self.load_report is not None
+            else "model.init_from=none: every component starts from its own initialisation"
+        )
         self.set_trainable(trainable)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -98,8 +101,14 @@ class VideoChat2Module(LightningModule):
         return {name: (t, f) for name, (t, f) in counts.items()}
 
     def model_inputs(self, batch: dict) -> dict:
-        keys = ("pixel_values", "input_ids_before", "input_ids_after", "labels_after",
-                "instruction_ids", "instruction_mask")
+        keys = (
+            "pixel_values",
+            "input_ids_before",
+            "input_ids_after",
+            "labels_after",
+            "instruction_ids",
+            "instruction_mask",
+        )
         return {k: batch[k] for k in keys if k in batch}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -114,6 +123,10 @@ class VideoChat2Module(LightningModule):
 
     def configure_optimizers(self):
         return configure_optimizers(
-            self.model, self.optimizer_factory, self.scheduler_factory, ("query_tokens", "extra_query_tokens"),
-            self.trainer.estimated_stepping_batches, lambda name: self.lr_scale.get(component_of(name), 1.0),
+            self.model,
+            self.optimizer_factory,
+            self.scheduler_factory,
+            ("query_tokens", "extra_query_tokens"),
+            self.trainer.estimated_stepping_batches,
+            lambda name: self.lr_scale.get(component_of(name), 1.0),
         )

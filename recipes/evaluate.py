@@ -31,6 +31,7 @@ from videochat2.spec import MediaConfig
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class Evaluated:
     """The model under evaluation, and how it was trained to see (None: files of unknown training)."""
@@ -44,8 +45,11 @@ def evaluated_model(cfg: DictConfig, stage: int) -> Evaluated:
     an export) or a checkpoint inside a run likewise; any other file, or a list of files, fills the model
     this config composes."""
     init_from = cfg.model.init_from
-    options = dict(pretrained_root=cfg.paths.pretrained, trust_checkpoint=cfg.model.trust_checkpoint,
-                   trust_remote_code=cfg.model.trust_remote_code)
+    options = dict(
+        pretrained_root=cfg.paths.pretrained,
+        trust_checkpoint=cfg.model.trust_checkpoint,
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
     if init_from == "auto":
         init_from = str(RunLayout(Path(cfg.paths.output_root), cfg.run_name).trained(stage).path)
     if OmegaConf.is_list(init_from) or not (Path(init_from).is_dir() or locate(init_from) is not None):
@@ -77,12 +81,14 @@ def output_dir(cfg: DictConfig) -> Path:
     """
     tag = cfg.eval.tag
     if tag is None:
-        parts = [cfg.eval.answerer if cfg.eval.answerer != "letter_logits" else None,
-                 "blind" if cfg.eval.blind else None,
-                 "oracle" if cfg.eval.oracle else None,
-                 f"{cfg.data.num_frames}f" if cfg.data.num_frames is not None else None,
-                 f"{cfg.data.image_size}px" if cfg.data.image_size is not None else None,
-                 "official" if cfg.benchmark.transform == "official" else None]
+        parts = [
+            cfg.eval.answerer if cfg.eval.answerer != "letter_logits" else None,
+            "blind" if cfg.eval.blind else None,
+            "oracle" if cfg.eval.oracle else None,
+            f"{cfg.data.num_frames}f" if cfg.data.num_frames is not None else None,
+            f"{cfg.data.image_size}px" if cfg.data.image_size is not None else None,
+            "official" if cfg.benchmark.transform == "official" else None,
+        ]
         tag = "-".join(p for p in parts if p) or None
     name = cfg.benchmark.name + (f"-{tag}" if tag else "")
     return Path(cfg.paths.output_root) / cfg.run_name / "eval" / name
@@ -122,8 +128,15 @@ def select_questions(cfg: DictConfig) -> list:
 
 
 def answer_options(cfg: DictConfig) -> AnswerOptions:
-    return AnswerOptions(cfg.eval.answerer, cfg.eval.max_new_tokens, cfg.eval.blind, cfg.eval.oracle,
-                         cfg.eval.batch_size, cfg.eval.num_workers, cfg.eval.cache_dir)
+    return AnswerOptions(
+        cfg.eval.answerer,
+        cfg.eval.max_new_tokens,
+        cfg.eval.blind,
+        cfg.eval.oracle,
+        cfg.eval.batch_size,
+        cfg.eval.num_workers,
+        cfg.eval.cache_dir,
+    )
 
 
 def evaluate_mvbench_benchmark(cfg: DictConfig) -> dict:
@@ -136,11 +149,19 @@ def evaluate_mvbench_benchmark(cfg: DictConfig) -> dict:
     frames = frame_spec(cfg, evaluated.trained_media)
     family = prompt_family(cfg, loaded)
     settings = {
-        "benchmark": cfg.benchmark.name, "root": str(cfg.benchmark.root), "frames": frames.num_frames,
-        "size": frames.image_size, "transform": frames.mode, "normalisation": frames.normalization,
-        "prompt_family": family, "answerer": options.answerer, "blind": options.blind, "oracle": options.oracle,
+        "benchmark": cfg.benchmark.name,
+        "root": str(cfg.benchmark.root),
+        "frames": frames.num_frames,
+        "size": frames.image_size,
+        "transform": frames.mode,
+        "normalisation": frames.normalization,
+        "prompt_family": family,
+        "answerer": options.answerer,
+        "blind": options.blind,
+        "oracle": options.oracle,
         "max_new_tokens": options.max_new_tokens if options.answerer == "generate" else None,
-        "checkpoint": last_checkpoint(loaded, cfg), "init_from": fingerprint(list(loaded.checkpoints), cfg),
+        "checkpoint": last_checkpoint(loaded, cfg),
+        "init_from": fingerprint(list(loaded.checkpoints), cfg),
     }
     return evaluate_mvbench(loaded, questions, frames, family, options, out_dir, settings)
 
@@ -152,17 +173,26 @@ def evaluate_retrieval_benchmark(cfg: DictConfig) -> dict:
     spec = frame_spec(cfg, evaluated.trained_media)
     corpus_cfg = cfg.benchmark.corpus
     records = load_records(
-        corpus_cfg.annotation, corpus_cfg.media_root, corpus_cfg.media_type,
+        corpus_cfg.annotation,
+        corpus_cfg.media_root,
+        corpus_cfg.media_type,
         format=corpus_cfg.get("format") or DEFAULT_FORMAT["retrieval"],
         reader=corpus_cfg.get("reader") or "decord",
     )
     corpus = build_corpus(records)
     clips = ClipDataset(corpus.media, spec.num_frames, FrameTransform(spec.image_size, spec.mode, spec.normalization))
     loader = torch.utils.data.DataLoader(clips, batch_size=cfg.eval.batch_size, num_workers=cfg.eval.num_workers)
-    metrics = evaluate_retrieval(loaded.model, loaded.qformer_tokenizer, corpus, loader, cfg.benchmark.max_txt_len, cfg.eval.k_test)
-    settings = {"frames": spec.num_frames, "size": spec.image_size, "transform": spec.mode,
-                "normalisation": spec.normalization, "k_test": cfg.eval.k_test,
-                "checkpoint": last_checkpoint(loaded, cfg)}
+    metrics = evaluate_retrieval(
+        loaded.model, loaded.qformer_tokenizer, corpus, loader, cfg.benchmark.max_txt_len, cfg.eval.k_test
+    )
+    settings = {
+        "frames": spec.num_frames,
+        "size": spec.image_size,
+        "transform": spec.mode,
+        "normalisation": spec.normalization,
+        "k_test": cfg.eval.k_test,
+        "checkpoint": last_checkpoint(loaded, cfg),
+    }
     results = {"n_videos": len(corpus.media), "n_texts": len(corpus.texts), **metrics, "settings": settings}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_results(results, out_dir / "results.json")
@@ -177,14 +207,21 @@ def evaluate_probe(cfg: DictConfig) -> dict:
     loaded = evaluated.loaded
     spec = frame_spec(cfg, evaluated.trained_media)
     dataset = MVBenchDataset(clips, spec, FrameCache(cfg.eval.cache_dir))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.eval.batch_size, num_workers=cfg.eval.num_workers,
-                                         collate_fn=collate_clips)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=cfg.eval.batch_size, num_workers=cfg.eval.num_workers, collate_fn=collate_clips
+    )
     features = clip_features(loaded.model, loader, probe_instruction(loaded))
-    probed = probe_tasks(features, [c.task for c in clips], [c.answer for c in clips],
-                         bench.train_fraction, bench.max_classes, cfg.seed)
-    settings = {"stage": int(cfg.stage), "labels": str(bench.labels), "frames": spec.num_frames,
-                "size": spec.image_size, "train_fraction": bench.train_fraction,
-                "checkpoint": last_checkpoint(loaded, cfg)}
+    probed = probe_tasks(
+        features, [c.task for c in clips], [c.answer for c in clips], bench.train_fraction, bench.max_classes, cfg.seed
+    )
+    settings = {
+        "stage": int(cfg.stage),
+        "labels": str(bench.labels),
+        "frames": spec.num_frames,
+        "size": spec.image_size,
+        "train_fraction": bench.train_fraction,
+        "checkpoint": last_checkpoint(loaded, cfg),
+    }
     results = {"n": len(clips), **probed, "settings": settings}
     out_dir = output_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -73,7 +73,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         check_same_run(stage_dir, cfg)
         done = stage_dir.finished_summary()
         if done is not None:
-            log.info("stage %s of run '%s' already finished in %s; nothing to do", cfg.stage, cfg.run_name, stage_dir.path)
+            log.info(
+                "stage %s of run '%s' already finished in %s; nothing to do", cfg.stage, cfg.run_name, stage_dir.path
+            )
             return done["metrics"]
 
     L.seed_everything(cfg.seed, workers=True)
@@ -83,7 +85,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.prepare_data()
     init_from = init_chain(cfg.model.init_from, stage_dir)
     module = instantiate(cfg.module, _partial_=True)(
-        spec=spec, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler),
+        spec=spec,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler),
         init_from=[str(p) for p in init_from],
     )
     trainer = instantiate(

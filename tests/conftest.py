@@ -61,9 +61,16 @@ def train_overrides(dirs: dict[str, Path], run: str = "t", steps: int = 3) -> li
     """Overrides that point a command at the small set and keep it to a few steps."""
     small = [f"data.synthetic.{k}={v}" for k, v in SMALL_SYNTHETIC.items()]
     return [
-        f"paths.data_dir={dirs['data']}", f"paths.output_root={dirs['out']}", f"run_name={run}",
-        f"trainer.max_steps={steps}", "data.num_workers=0", "data.batch_size=4", "data.embedded_llm.steps=120",
-        "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", *small,
+        f"paths.data_dir={dirs['data']}",
+        f"paths.output_root={dirs['out']}",
+        f"run_name={run}",
+        f"trainer.max_steps={steps}",
+        "data.num_workers=0",
+        "data.batch_size=4",
+        "data.embedded_llm.steps=120",
+        "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1",
+        *small,
     ]
 
 

@@ -70,8 +70,13 @@ def _rules(always: Sequence[MissingRule], allow_fresh: Collection[str]) -> tuple
     return [*always, *(r for r, if_absent in chosen if not if_absent)], [r for r, if_absent in chosen if if_absent]
 
 
-def _load(model: nn.Module, checkpoints: Sequence[str | Path], always: Sequence[MissingRule],
-          allow_fresh: Collection[str], trust_checkpoint: bool) -> LoadReport | None:
+def _load(
+    model: nn.Module,
+    checkpoints: Sequence[str | Path],
+    always: Sequence[MissingRule],
+    allow_fresh: Collection[str],
+    trust_checkpoint: bool,
+) -> LoadReport | None:
     if not checkpoints:
         return None
     missing, if_absent = _rules(always, allow_fresh)

@@ -38,7 +38,9 @@ OFFICIAL_PREFIXES = {
 }
 PEFT_PREFIX = "base_model.model."
 # The Q-Former's text path (embeddings and text feed-forward): unused without an instruction, so stage-2 files lack it.
-QFORMER_TEXT_PATH = r"qformer\.bert\.(embeddings\.(word|position)_embeddings|encoder\.layer\.\d+\.(intermediate|output)\.)"
+QFORMER_TEXT_PATH = (
+    r"qformer\.bert\.(embeddings\.(word|position)_embeddings|encoder\.layer\.\d+\.(intermediate|output)\.)"
+)
 VIT_BLOCK = re.compile(r"vision_encoder\.encoder\.blocks\.(\d+)\.")
 # Export directory layout (written by videochat2.export).
 EXPORT_CONFIG = "config.json"
@@ -95,8 +97,10 @@ class LoadReport:
 
     def summary(self) -> str:
         names = ", ".join(f"{s['path']} ({s['format']}, stage {s['stage']})" for s in self.sources) or "nothing"
-        lines = [f"initialised from {names}: {len(self.loaded)} tensors loaded, {len(self.ignored)} ignored by "
-                 f"rule, {len(self.allowed_missing)} left to their own source"]
+        lines = [
+            f"initialised from {names}: {len(self.loaded)} tensors loaded, {len(self.ignored)} ignored by "
+            f"rule, {len(self.allowed_missing)} left to their own source"
+        ]
         for title, table in (("ignored", self.ignored), ("missing", self.allowed_missing)):
             for rule in sorted(set(table.values())):
                 lines.append(f"  {title}: {sum(v == rule for v in table.values())} x {rule}")
@@ -171,7 +175,7 @@ def strip_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     """Keys under `prefix` without it (Lightning modules keep the model as `self.model`)."""
     if not any(k.startswith(prefix) for k in state):
         return state
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def official_to_ours(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -196,7 +200,7 @@ def rename(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, str]]
             ignored[key] = "rotary inv_freq buffer: recomputed by the LLM"
             continue
         prefix = next((p for p in OFFICIAL_PREFIXES if key.startswith(p)), None)
-        new = OFFICIAL_PREFIXES[prefix] + key[len(prefix):] if prefix else key
+        new = OFFICIAL_PREFIXES[prefix] + key[len(prefix) :] if prefix else key
         while f"{PEFT_PREFIX}{PEFT_PREFIX}" in new:
             new = new.replace(f"{PEFT_PREFIX}{PEFT_PREFIX}", PEFT_PREFIX, 1)
         if vision_only and new.startswith("encoder."):
@@ -306,7 +310,9 @@ def initialise(
                 target[key] = value.to(target[key].dtype)
                 supplied.add(key)
         if unexpected:
-            hint = " (LoRA keys: build the LLM with model.llm.lora=true)" if any("lora_" in k for k in unexpected) else ""
+            hint = (
+                " (LoRA keys: build the LLM with model.llm.lora=true)" if any("lora_" in k for k in unexpected) else ""
+            )
             raise CheckpointError(f"{name}: {len(unexpected)} keys not in the model{hint}: {_listing(unexpected)}")
         if any(k in state for k in QUERY_KEYS):
             queries_supplied = max(queries_supplied, _load_queries(target, state))
@@ -318,8 +324,9 @@ def initialise(
             report.allowed_missing[key] = rule.name
     unexplained = [k for k in missing if k not in report.allowed_missing]
     if unexplained:
-        raise CheckpointError(f"{len(unexplained)} model keys found in none of {[n for n, _ in states]}: "
-                              f"{_listing(unexplained)}")
+        raise CheckpointError(
+            f"{len(unexplained)} model keys found in none of {[n for n, _ in states]}: {_listing(unexplained)}"
+        )
     model.load_state_dict(target)
     report.loaded = sorted(supplied)
     return report

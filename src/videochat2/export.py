@@ -68,9 +68,15 @@ def export(run_dir: str | Path, out_dir: str | Path, merge_lora: bool = False, t
     loaded.llm_tokenizer.save_pretrained(out_dir / "tokenizers" / "llm")
     loaded.qformer_tokenizer.save_pretrained(out_dir / "tokenizers" / "qformer")
     spec = replace(loaded.spec, llm=llm_config, qformer_tokenizer="tokenizers/qformer", llm_tokenizer="tokenizers/llm")
-    write_spec(spec, out_dir / EXPORT_CONFIG, format=FORMAT, version=VERSION, llm_preset=llm_config.preset,
-               lora_merged=merge_lora and isinstance(loaded.model.llm, PeftModel),
-               source=[str(Path(p).resolve()) for p in loaded.checkpoints])
+    write_spec(
+        spec,
+        out_dir / EXPORT_CONFIG,
+        format=FORMAT,
+        version=VERSION,
+        llm_preset=llm_config.preset,
+        lora_merged=merge_lora and isinstance(loaded.model.llm, PeftModel),
+        source=[str(Path(p).resolve()) for p in loaded.checkpoints],
+    )
     return out_dir
 
 

@@ -33,11 +33,7 @@ def trains_own_parameters(module: nn.Module) -> bool:
 
 
 def should_wrap(module: nn.Module, layer_names: Iterable[str] | None = None) -> bool:
-    return (
-        is_decoder_layer(module, layer_names)
-        or trains_own_parameters(module)
-        or isinstance(module, PreTrainedModel)
-    )
+    return is_decoder_layer(module, layer_names) or trains_own_parameters(module) or isinstance(module, PreTrainedModel)
 
 
 def wrap_policy(layer_names: list[str] | None = None) -> Policy:

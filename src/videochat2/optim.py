@@ -38,8 +38,11 @@ def param_groups(
     if any(scale != 1.0 for scale, _ in groups) and base_lr is None:
         raise ValueError("a learning-rate scale other than 1 needs the base learning rate")
     return [
-        {"params": params, "weight_decay": weight_decay if decayed else 0.0,
-         **({"lr": base_lr * scale} if scale != 1.0 else {})}
+        {
+            "params": params,
+            "weight_decay": weight_decay if decayed else 0.0,
+            **({"lr": base_lr * scale} if scale != 1.0 else {}),
+        }
         for (scale, decayed), params in groups.items()
         if params or scale == 1.0
     ]

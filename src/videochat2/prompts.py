@@ -94,9 +94,7 @@ def qa_template(question: str, candidates: Sequence[str]) -> str:
     return "\n".join(lines).rstrip()
 
 
-def build_prompt(
-    question: str, candidates: Sequence[str], family: str = "vicuna_v0"
-) -> MVBenchPrompt:
+def build_prompt(question: str, candidates: Sequence[str], family: str = "vicuna_v0") -> MVBenchPrompt:
     """The full MVBench prompt ending in the pre-filled ``Best option:(``."""
     user = SYSTEM_PROMPT + qa_template(question, candidates) + QUESTION_SUFFIX
     text = get_family(family).template.format(
@@ -105,9 +103,7 @@ def build_prompt(
     return MVBenchPrompt(text=text, qformer_instruction=SYSTEM_PROMPT)
 
 
-def drop_leading_special(
-    token_ids: Sequence[int], special_ids: Collection[int] = (0, 1)
-) -> list[int]:
+def drop_leading_special(token_ids: Sequence[int], special_ids: Collection[int] = (0, 1)) -> list[int]:
     """Drop the unk/bos ids a generate call may echo first (LLaMA: unk 0, bos 1)."""
     ids = list(token_ids)
     for special in special_ids:

@@ -190,10 +190,15 @@ def legacy_spec(config_path: Path) -> ModelSpec:
     """The spec of a run whose config.yaml still held the model under `module` (before model_spec.json)."""
     config = yaml.safe_load(config_path.read_text())
     module, data = config["module"], config["data"]
-    return ModelSpec.from_json({
-        **module, "stage": config["stage"], "vision": module["vision"], "qformer": module["qformer"],
-        "media": {k: data[k] for k in ("num_frames", "image_size", "normalization")},
-    })
+    return ModelSpec.from_json(
+        {
+            **module,
+            "stage": config["stage"],
+            "vision": module["vision"],
+            "qformer": module["qformer"],
+            "media": {k: data[k] for k in ("num_frames", "image_size", "normalization")},
+        }
+    )
 
 
 def locate(path: str | Path) -> StageDir | None:

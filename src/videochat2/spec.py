@@ -80,8 +80,14 @@ class ModelSpec:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ModelSpec:
         """Only the known fields of each part are read; anything else in the file is ignored."""
-        parts = {"vision": VisionConfig, "qformer": QFormerConfig, "media": MediaConfig,
-                 "alignment": AlignmentConfig, "llm": LLMConfig, "videochat2": VideoChat2Config}
+        parts = {
+            "vision": VisionConfig,
+            "qformer": QFormerConfig,
+            "media": MediaConfig,
+            "alignment": AlignmentConfig,
+            "llm": LLMConfig,
+            "videochat2": VideoChat2Config,
+        }
         values = {k: data.get(k) for k in ("stage", "qformer_tokenizer", "llm_tokenizer", "pretrained_root")}
         values["stage"] = int(values["stage"])
         for name, part in parts.items():
@@ -90,12 +96,14 @@ class ModelSpec:
 
     def resolved_under(self, base: Path) -> ModelSpec:
         """Relative paths taken as relative to `base` (an export directory)."""
+
         def under(path: str | None) -> str | None:
             return str(base / path) if path is not None and not Path(path).is_absolute() else path
 
         llm = replace(self.llm, path=under(self.llm.path)) if self.llm is not None else None
-        return replace(self, qformer_tokenizer=under(self.qformer_tokenizer),
-                       llm_tokenizer=under(self.llm_tokenizer), llm=llm)
+        return replace(
+            self, qformer_tokenizer=under(self.qformer_tokenizer), llm_tokenizer=under(self.llm_tokenizer), llm=llm
+        )
 
 
 def known_fields(cls: type, values: Mapping[str, Any]):
@@ -126,10 +134,16 @@ def spec_from_settings(
     count follow from the other parts, so they are never set twice.
     """
     vision = from_preset(VisionConfig, model["vision_encoder"])
-    qformer = replace(from_preset(QFormerConfig, model["qformer"]),
-                      encoder_width=vision.embed_dim, num_query_tokens=int(model["num_query"]))
+    qformer = replace(
+        from_preset(QFormerConfig, model["qformer"]),
+        encoder_width=vision.embed_dim,
+        num_query_tokens=int(model["num_query"]),
+    )
     common = dict(
-        stage=int(stage), vision=vision, qformer=qformer, qformer_tokenizer=str(model["qformer_tokenizer"]),
+        stage=int(stage),
+        vision=vision,
+        qformer=qformer,
+        qformer_tokenizer=str(model["qformer_tokenizer"]),
         media=known_fields(MediaConfig, {**{k: v for k, v in media.items() if v is not None}, "transform": "test"}),
         pretrained_root=pretrained_root,
     )
@@ -137,19 +151,28 @@ def spec_from_settings(
         alignment = {k: v for k, v in model["alignment"].items() if v is not None}
         return ModelSpec(alignment=known_fields(AlignmentConfig, alignment), **common)
     videochat2 = VideoChat2Config(
-        num_query=int(model["num_query"]), num_base_query=int(model["num_base_query"]),
-        qformer_text_input=bool(model["qformer_text_input"]), bos_quirk=bool(model["bos_quirk"]),
+        num_query=int(model["num_query"]),
+        num_base_query=int(model["num_base_query"]),
+        qformer_text_input=bool(model["qformer_text_input"]),
+        bos_quirk=bool(model["bos_quirk"]),
     )
     llm_tokenizer = model.get("llm_tokenizer")
-    return ModelSpec(llm=from_preset(LLMConfig, model["llm"]), videochat2=videochat2,
-                     llm_tokenizer=str(llm_tokenizer) if llm_tokenizer is not None else None, **common)
+    return ModelSpec(
+        llm=from_preset(LLMConfig, model["llm"]),
+        videochat2=videochat2,
+        llm_tokenizer=str(llm_tokenizer) if llm_tokenizer is not None else None,
+        **common,
+    )
 
 
 def official_spec(stage: int, family: str | None, pretrained_root: str) -> ModelSpec:
     """A released file: the paper's sizes, its LLM family (stages 2-3), BERT and the LLM under `pretrained_root`."""
     common = dict(
-        stage=stage, vision=VisionConfig.umt_l16(), qformer_tokenizer=str(Path(pretrained_root) / "bert-base-uncased"),
-        media=replace(OFFICIAL_MEDIA), pretrained_root=pretrained_root,
+        stage=stage,
+        vision=VisionConfig.umt_l16(),
+        qformer_tokenizer=str(Path(pretrained_root) / "bert-base-uncased"),
+        media=replace(OFFICIAL_MEDIA),
+        pretrained_root=pretrained_root,
     )
     if stage == 1:
         return ModelSpec(qformer=QFormerConfig.bert_base(num_query_tokens=32), alignment=AlignmentConfig(), **common)
@@ -157,7 +180,8 @@ def official_spec(stage: int, family: str | None, pretrained_root: str) -> Model
     return ModelSpec(
         qformer=QFormerConfig.bert_base(num_query_tokens=96),
         llm=LLMConfig.from_preset(family, lora=stage3, lora_dropout=0.0, dtype="float16"),
-        videochat2=VideoChat2Config(num_query=96, num_base_query=32, qformer_text_input=stage3), **common,
+        videochat2=VideoChat2Config(num_query=96, num_base_query=32, qformer_text_input=stage3),
+        **common,
     )
 
 

@@ -251,9 +251,11 @@ class VideoChat2Alignment(nn.Module):
         zero = vision_feats.new_zeros(())
         loss_vtc = self.vtc(vision_feats, text_feats, idx) if cfg.vtc_weight else zero
         loss_vtm = (
-            self.vtm(vision_embeds, vision_feats, text_feats, input_ids, attention_mask, idx,
-                     vision_neg_idx, text_neg_idx)
-            if cfg.vtm_weight else zero
+            self.vtm(
+                vision_embeds, vision_feats, text_feats, input_ids, attention_mask, idx, vision_neg_idx, text_neg_idx
+            )
+            if cfg.vtm_weight
+            else zero
         )
         loss_vtg = self.vtg(vision_embeds, input_ids, attention_mask) if cfg.vtg_weight else zero
         loss = cfg.vtc_weight * loss_vtc + cfg.vtm_weight * loss_vtm + cfg.vtg_weight * loss_vtg

@@ -48,8 +48,15 @@ log = logging.getLogger(__name__)
 SETTINGS_FILE = "pretraining.json"
 # The LLMConfig fields that shape the pretrained weights. Adapter, loading and template settings do not, so
 # changing them (e.g. model.llm.lora_r) reuses the pretrained model instead of training it again.
-WEIGHT_FIELDS = ("dtype", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings",
-                 "initializer_range")
+WEIGHT_FIELDS = (
+    "dtype",
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "initializer_range",
+)
 LOG_EVERY = 100
 TEMPLATE = "vicuna_v0"
 
@@ -187,8 +194,13 @@ def pretrain_tiny_llama(
     directory and moved into place, so an interrupted run never leaves a half-trained model behind.
     """
     out_dir = Path(out_dir)
-    settings = {"config": weight_settings(asdict(config)), "schedule": asdict(schedule), "texts": len(text.texts),
-                "choices": len(text.choices), "captions": len(text.captions)}
+    settings = {
+        "config": weight_settings(asdict(config)),
+        "schedule": asdict(schedule),
+        "texts": len(text.texts),
+        "choices": len(text.choices),
+        "captions": len(text.captions),
+    }
     settings = json.loads(json.dumps(settings))
     recorded = out_dir / SETTINGS_FILE
     if recorded.exists() and recorded_settings(recorded) == settings:

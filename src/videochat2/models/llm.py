@@ -50,8 +50,9 @@ PRESETS: dict[str, LLMPreset] = {
         ),
         # A wider initialisation than the usual 0.02: attention starts less uniform, so pretraining learns to
         # point at the option the media slot names in hundreds of steps, not thousands.
-        defaults=dict(dtype="float32", hidden_size=128, num_layers=2, num_heads=8, intermediate_size=256,
-                      initializer_range=0.1),
+        defaults=dict(
+            dtype="float32", hidden_size=128, num_layers=2, num_heads=8, intermediate_size=256, initializer_range=0.1
+        ),
     ),
     "vicuna7b_v0": LLMPreset(
         directory="vicuna-7b-v0",

@@ -68,7 +68,7 @@ class QFormerConfig:
 
     @classmethod
     def tiny(cls, **overrides) -> QFormerConfig:
-        """A CPU-sized Q-Former for the tiny ViT (its vocabulary follows the tokenizer, see `qformer_config_for_tokenizer`).
+        """A CPU-sized Q-Former for the tiny ViT (vocabulary from the tokenizer: `qformer_config_for_tokenizer`).
 
         Attention dropout is off: with it, CPU attention leaves the fused kernel and sampling the dropout mask
         costs about a quarter of a tiny training step.
@@ -350,7 +350,9 @@ class QFormer(nn.Module):
         logits = self.cls(hidden[:, query_embeds.shape[1] : -1])
         targets = labels[:, 1:]
         return F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
+            logits.reshape(-1, logits.shape[-1]),
+            targets.reshape(-1),
+            ignore_index=-100,
             label_smoothing=label_smoothing,
         )
 
@@ -388,8 +390,12 @@ class QFormer(nn.Module):
         for name, value in source.items():
             if name not in target or name.startswith("bert.pooler"):
                 continue
-            if name in ("bert.embeddings.word_embeddings.weight", "cls.predictions.bias",
-                        "cls.predictions.decoder.weight", "cls.predictions.decoder.bias"):
+            if name in (
+                "bert.embeddings.word_embeddings.weight",
+                "cls.predictions.bias",
+                "cls.predictions.decoder.weight",
+                "cls.predictions.decoder.bias",
+            ):
                 target[name][: value.shape[0]].copy_(value)
             elif target[name].shape == value.shape:
                 target[name].copy_(value)

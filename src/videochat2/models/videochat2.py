@@ -141,9 +141,7 @@ class VideoChat2(nn.Module):
         )
         labels = batch.pop("labels")
         logits = self.llm(**batch).logits
-        loss = F.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
-        )
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
         return {"loss": loss, "logits": logits, "labels": labels}
 
     def prompt_batch(

@@ -56,8 +56,9 @@ class VisionConfig:
     @classmethod
     def tiny(cls, **overrides) -> VisionConfig:
         """A CPU-sized encoder for 64×64 synthetic clips: a 4×4 grid of 16-px patches, 128-d, 4 blocks built."""
-        values = dict(img_size=64, patch_size=16, embed_dim=128, depth=5, num_heads=4, return_index=-2,
-                      stem_channels=(32, 64))
+        values = dict(
+            img_size=64, patch_size=16, embed_dim=128, depth=5, num_heads=4, return_index=-2, stem_channels=(32, 64)
+        )
         values.update(overrides)
         return cls(**values)
 

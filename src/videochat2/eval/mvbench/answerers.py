@@ -37,9 +37,7 @@ def model_inputs(batch: dict) -> dict:
     return {k: batch[k] for k in MODEL_INPUTS if k in batch}
 
 
-def letter_token_ids(
-    tokenizer: PreTrainedTokenizerBase, count: int, context: str = ANSWER_PREFIX
-) -> list[int]:
+def letter_token_ids(tokenizer: PreTrainedTokenizerBase, count: int, context: str = ANSWER_PREFIX) -> list[int]:
     """Token id of each of the first `count` option letters as it follows `context` (the prompt's end).
 
     Tokenizers merge differently at boundaries (SentencePiece may fuse `:(`), so the letter's id is read

@@ -57,8 +57,19 @@ def cache_key(question: MVBenchQuestion, spec: FrameSpec) -> str:
     """A file name that changes whenever the cached pixels would."""
     size, mtime = media_fingerprint(question.video)
     prefix, video, start, end = question.cache_key
-    parts = (str(question.video.resolve()), prefix, video, start, end, size, mtime,
-             spec.num_frames, spec.image_size, spec.mode, spec.backend)
+    parts = (
+        str(question.video.resolve()),
+        prefix,
+        video,
+        start,
+        end,
+        size,
+        mtime,
+        spec.num_frames,
+        spec.image_size,
+        spec.mode,
+        spec.backend,
+    )
     return hashlib.sha1(repr(parts).encode()).hexdigest()
 
 
@@ -207,8 +218,11 @@ class MVBenchCollator:
         }
         if self.qformer_tokenizer is not None:
             text = self.qformer_tokenizer(
-                [p.qformer_instruction for p in prompts], padding="longest", truncation=True,
-                max_length=self.qformer_max_length, return_tensors="pt",
+                [p.qformer_instruction for p in prompts],
+                padding="longest",
+                truncation=True,
+                max_length=self.qformer_max_length,
+                return_tensors="pt",
             )
             batch["instruction_ids"], batch["instruction_mask"] = text["input_ids"], text["attention_mask"]
         return batch

@@ -64,14 +64,19 @@ def start_or_resume(out_dir: Path, settings: dict) -> None:
 
 
 def answer_pending(
-    loaded: LoadedModel, frames: FrameSpec, family: str, todo: list[MVBenchQuestion], predictions: Path,
+    loaded: LoadedModel,
+    frames: FrameSpec,
+    family: str,
+    todo: list[MVBenchQuestion],
+    predictions: Path,
     options: AnswerOptions,
 ) -> int:
     """Answer `todo` in batches, appending to predictions.jsonl as they come; returns how many were written."""
     model = loaded.model
     qformer_tokenizer = loaded.qformer_tokenizer if model.config.qformer_text_input else None
-    collate = MVBenchCollator(loaded.llm_tokenizer, qformer_tokenizer, family,
-                              answer_in_slot=ORACLE_REPEATS if options.oracle else 0)
+    collate = MVBenchCollator(
+        loaded.llm_tokenizer, qformer_tokenizer, family, answer_in_slot=ORACLE_REPEATS if options.oracle else 0
+    )
     dataset = MVBenchDataset(todo, frames, FrameCache(options.cache_dir), blind=options.blind or options.oracle)
     loader = question_loader(dataset, collate, options.batch_size, options.num_workers)
     answerer = build_answerer(options.answerer, model, loaded.llm_tokenizer, family, options.max_new_tokens)
@@ -79,8 +84,13 @@ def answer_pending(
 
 
 def evaluate_mvbench(
-    loaded: LoadedModel, questions: list[MVBenchQuestion], frames: FrameSpec, family: str, options: AnswerOptions,
-    out_dir: Path, settings: dict,
+    loaded: LoadedModel,
+    questions: list[MVBenchQuestion],
+    frames: FrameSpec,
+    family: str,
+    options: AnswerOptions,
+    out_dir: Path,
+    settings: dict,
 ) -> dict:
     """Answer the questions not yet in out_dir/predictions.jsonl, then score, tabulate and plot them all.
 

@@ -70,10 +70,7 @@ def write_results(results: Mapping[str, Any], path: str | Path) -> None:
 
 def format_table(results: Mapping[str, Any]) -> str:
     """A fixed-width text table: one row per task, then the two averages."""
-    header = (
-        f"{'task':<26} {'n':>5} {'official':>9} {'strict':>7} {'chance':>7} "
-        f"{'missing':>8} {'unparsed':>9}"
-    )
+    header = f"{'task':<26} {'n':>5} {'official':>9} {'strict':>7} {'chance':>7} {'missing':>8} {'unparsed':>9}"
     lines = [header, "-" * len(header)]
     for name, t in results["tasks"].items():
         lines.append(
@@ -81,14 +78,8 @@ def format_table(results: Mapping[str, Any]) -> str:
             f"{t['chance']:>7.2f} {t['missing_media']:>8} {t['unparsed']:>9}"
         )
     lines.append("-" * len(header))
-    lines.append(
-        f"{'Avg (total-weighted)':<26} {results['n']:>5} "
-        f"{results['avg']:>9.2f} {results['avg_strict']:>7.2f}"
-    )
-    lines.append(
-        f"{'Avg (macro)':<26} {'':>5} "
-        f"{results['macro_avg']:>9.2f} {results['macro_avg_strict']:>7.2f}"
-    )
+    lines.append(f"{'Avg (total-weighted)':<26} {results['n']:>5} {results['avg']:>9.2f} {results['avg_strict']:>7.2f}")
+    lines.append(f"{'Avg (macro)':<26} {'':>5} {results['macro_avg']:>9.2f} {results['macro_avg_strict']:>7.2f}")
     return "\n".join(lines)
 
 
@@ -112,10 +103,7 @@ def plot_results(results: Mapping[str, Any], path: str | Path) -> None:
     ax.set_xticks(list(xs), names, rotation=60, ha="right", fontsize=8)
     ax.set_ylim(0, 100)
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(
-        f"MVBench: avg {results['avg']:.1f} (strict {results['avg_strict']:.1f}), "
-        f"n={results['n']}"
-    )
+    ax.set_title(f"MVBench: avg {results['avg']:.1f} (strict {results['avg_strict']:.1f}), n={results['n']}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

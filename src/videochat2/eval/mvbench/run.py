@@ -44,7 +44,11 @@ def missing_media(questions: Iterable[MVBenchQuestion]) -> list[str]:
 def question_loader(dataset: Dataset, collate: Callable, batch_size: int, num_workers: int) -> DataLoader:
     """Batches in question order; workers decode clips in parallel."""
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate,
         persistent_workers=False,
     )
 

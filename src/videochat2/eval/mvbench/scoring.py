@@ -39,9 +39,7 @@ def parse_letter(pred: str, num_candidates: int) -> str | None:
     return letter if ord(letter) - ord("A") < num_candidates else None
 
 
-def score_prediction(
-    question: MVBenchQuestion, prediction: str | None, missing_media: bool = False
-) -> dict[str, Any]:
+def score_prediction(question: MVBenchQuestion, prediction: str | None, missing_media: bool = False) -> dict[str, Any]:
     """One predictions.jsonl record, scored both ways.
 
     ``prediction`` is the scored string, i.e. ``prompts.extract_answer`` output

@@ -66,9 +66,7 @@ class MVBenchQuestion:
         return f"({self.gold}) {self.answer}"
 
 
-def _spec(
-    name: str, stem: str, prefix: str, bound: bool, abbr: str, media: str = "video"
-) -> TaskSpec:
+def _spec(name: str, stem: str, prefix: str, bound: bool, abbr: str, media: str = "video") -> TaskSpec:
     return TaskSpec(name, f"{stem}.json", prefix, media, bound, abbr)
 
 
@@ -94,8 +92,11 @@ OFFICIAL_TASKS: tuple[TaskSpec, ...] = (
     _spec("Egocentric Navigation", "egocentric_navigation", "vlnqa/", False, "EN"),
     _spec("Episodic Reasoning", "episodic_reasoning", "tvqa/frames_fps3_hq/", True, "ER", "frame"),
     _spec(
-        "Counterfactual Inference", "counterfactual_inference", "clevrer/video_validation/",
-        False, "CI",
+        "Counterfactual Inference",
+        "counterfactual_inference",
+        "clevrer/video_validation/",
+        False,
+        "CI",
     ),
 )
 
@@ -126,17 +127,14 @@ def detect_layout(root: str | Path) -> str:
     if (root / "json").is_dir():
         return "main"
     raise FileNotFoundError(
-        f"{root} is not an MVBench root: expected tasks.json, a json/ folder (main branch) "
-        "or test.json (video branch)"
+        f"{root} is not an MVBench root: expected tasks.json, a json/ folder (main branch) or test.json (video branch)"
     )
 
 
 def video_branch_tasks() -> tuple[TaskSpec, ...]:
     """The official tasks with the ``video``-branch prefixes and no bounds."""
     return tuple(
-        TaskSpec(
-            t.name, t.json_name, VIDEO_BRANCH_PREFIXES.get(t.name, t.prefix), "video", False, t.abbr
-        )
+        TaskSpec(t.name, t.json_name, VIDEO_BRANCH_PREFIXES.get(t.name, t.prefix), "video", False, t.abbr)
         for t in OFFICIAL_TASKS
     )
 
@@ -161,25 +159,19 @@ def _task_from_json(path: Path, name: str, entry: object) -> TaskSpec:
     if media_type not in MEDIA_TYPES:
         raise ValueError(f"{path}: task {name!r} media_type must be one of {MEDIA_TYPES}")
     abbr = entry.get("abbr") or _default_abbr(name)
-    return TaskSpec(
-        name, entry["json"], entry["prefix"], media_type, bool(entry.get("bound", False)), abbr
-    )
+    return TaskSpec(name, entry["json"], entry["prefix"], media_type, bool(entry.get("bound", False)), abbr)
 
 
 def _default_abbr(name: str) -> str:
     return "".join(word[0] for word in name.replace("_", " ").split()).upper()
 
 
-def load_questions(
-    root: str | Path, tasks: Sequence[str] | None = None
-) -> list[MVBenchQuestion]:
+def load_questions(root: str | Path, tasks: Sequence[str] | None = None) -> list[MVBenchQuestion]:
     """All questions of ``root`` (or of the named ``tasks``), task by task, in file order."""
     return list(iter_questions(root, tasks))
 
 
-def iter_questions(
-    root: str | Path, tasks: Sequence[str] | None = None
-) -> Iterator[MVBenchQuestion]:
+def iter_questions(root: str | Path, tasks: Sequence[str] | None = None) -> Iterator[MVBenchQuestion]:
     """Yield validated questions; see the module docstring for the layouts."""
     root = Path(root)
     layout = detect_layout(root)
@@ -195,9 +187,7 @@ def iter_questions(
         yield from _normalise_items(spec, items, root / "video", str(source))
 
 
-def _select(
-    specs: Sequence[TaskSpec], tasks: Sequence[str] | None, root: Path
-) -> list[TaskSpec]:
+def _select(specs: Sequence[TaskSpec], tasks: Sequence[str] | None, root: Path) -> list[TaskSpec]:
     if tasks is None:
         return list(specs)
     by_name = {s.name: s for s in specs} | {s.abbr: s for s in specs}
@@ -233,18 +223,14 @@ def _video_branch_specs(prefixes: dict, meta: dict) -> list[TaskSpec]:
     return specs
 
 
-def _normalise_items(
-    spec: TaskSpec, items: object, media_root: Path, source: str
-) -> Iterator[MVBenchQuestion]:
+def _normalise_items(spec: TaskSpec, items: object, media_root: Path, source: str) -> Iterator[MVBenchQuestion]:
     if not isinstance(items, list):
         raise ValueError(f"{source}: expected a list of question items")
     for index, item in enumerate(items):
         yield _normalise(spec, index, item, media_root, source)
 
 
-def _normalise(
-    spec: TaskSpec, index: int, item: object, media_root: Path, source: str
-) -> MVBenchQuestion:
+def _normalise(spec: TaskSpec, index: int, item: object, media_root: Path, source: str) -> MVBenchQuestion:
     where = f"{source} item {index}"
     required = ("video", "question", "candidates", "answer")
     required += ("start", "end") if spec.bound else ()
@@ -259,9 +245,7 @@ def _normalise(
     candidates = tuple(str(c) for c in candidates)
     answer = str(item["answer"])
     if answer not in candidates:
-        raise ValueError(
-            f"{where}: answer {answer!r} is not among the candidates {list(candidates)}"
-        )
+        raise ValueError(f"{where}: answer {answer!r} is not among the candidates {list(candidates)}")
     bound = (float(item["start"]), float(item["end"])) if spec.bound else None
     start, end = bound if bound else (None, None)
     return MVBenchQuestion(

@@ -79,15 +79,21 @@ def probe_tasks(
     for task, indices in sorted(by_task.items()):
         classes = sorted({labels[i] for i in indices})
         if not 2 <= len(classes) <= min(max_classes, len(indices) / 2):
-            skipped[task] = (f"{len(classes)} distinct answers for {len(indices)} clips (probed: 2 to "
-                             f"{max_classes}, and at most half as many as clips)")
+            skipped[task] = (
+                f"{len(classes)} distinct answers for {len(indices)} clips (probed: 2 to "
+                f"{max_classes}, and at most half as many as clips)"
+            )
             continue
         train, test = split_indices(indices, train_fraction, seed)
         index = {label: k for k, label in enumerate(classes)}
         y_train, y_test = (torch.tensor([index[labels[i]] for i in part]) for part in (train, test))
         majority = Counter(y_train.tolist()).most_common(1)[0][0]
-        row = {"n_train": len(train), "n_test": len(test), "classes": len(classes),
-               "majority": round(100 * (y_test == majority).float().mean().item(), 1)}
+        row = {
+            "n_train": len(train),
+            "n_test": len(test),
+            "classes": len(classes),
+            "majority": round(100 * (y_test == majority).float().mean().item(), 1),
+        }
         for name, x in features.items():
             acc = probe_accuracy(x[train], y_train, x[test], y_test, len(classes))
             row[name] = round(100 * acc, 1)

@@ -37,12 +37,20 @@ def load_labelled_clips(
             continue
         bound = tuple(record["bound"]) if record.get("bound") else None
         label = str(record["label"])
-        clips.append(MVBenchQuestion(
-            task=record["task"], index=len(clips), video=Path(media_root) / record["path"],
-            media_type=record.get("media_type") or media_type_of(record["path"]),
-            bound=bound, question="", candidates=(label,), answer=label, gold="A",
-            cache_key=("probe", record["path"], *(bound or (None, None))),
-        ))
+        clips.append(
+            MVBenchQuestion(
+                task=record["task"],
+                index=len(clips),
+                video=Path(media_root) / record["path"],
+                media_type=record.get("media_type") or media_type_of(record["path"]),
+                bound=bound,
+                question="",
+                candidates=(label,),
+                answer=label,
+                gold="A",
+                cache_key=("probe", record["path"], *(bound or (None, None))),
+            )
+        )
     if not clips:
         raise ValueError(f"{annotation}: no labelled clips under {path_prefix!r}")
     return clips
@@ -55,8 +63,10 @@ def media_type_of(path: str) -> str:
 
 def collate_clips(items: list[dict]) -> dict:
     """MVBenchDataset items -> stacked frames and each clip's read error (None when it was read)."""
-    return {"pixel_values": torch.stack([item["pixel_values"] for item in items]),
-            "errors": [item["error"] for item in items]}
+    return {
+        "pixel_values": torch.stack([item["pixel_values"] for item in items]),
+        "errors": [item["error"] for item in items],
+    }
 
 
 @torch.no_grad()

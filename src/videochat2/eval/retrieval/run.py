@@ -75,15 +75,18 @@ def encode_videos(model: VideoChat2Alignment, loader: DataLoader) -> tuple[torch
 
 @torch.no_grad()
 def encode_texts(
-    model: VideoChat2Alignment, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int,
+    model: VideoChat2Alignment,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    max_length: int,
     batch_size: int = 256,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(input ids, attention mask, normalised [CLS] features), padded to `max_length` as the original."""
-    tokens = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length,
-                       return_tensors="pt")
+    tokens = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
     ids, mask = tokens["input_ids"], tokens["attention_mask"]
-    features = [model.text_features(ids[i : i + batch_size], mask[i : i + batch_size])
-                for i in range(0, len(texts), batch_size)]
+    features = [
+        model.text_features(ids[i : i + batch_size], mask[i : i + batch_size]) for i in range(0, len(texts), batch_size)
+    ]
     return ids, mask, torch.cat(features)
 
 
