@@ -19,6 +19,7 @@ from recipes.train import model_spec
 from videochat2.builder import LoadedModel
 from videochat2.data.formats import DEFAULT_FORMAT, load_records
 from videochat2.data.transforms import FrameTransform
+from videochat2.device import DeviceError, plan
 from videochat2.eval.mvbench import load_questions, write_results
 from videochat2.eval.mvbench.data import FrameCache, FrameSpec, MVBenchDataset
 from videochat2.eval.mvbench.evaluate import AnswerOptions, check_media, evaluate_mvbench
@@ -49,6 +50,8 @@ def evaluated_model(cfg: DictConfig, stage: int) -> Evaluated:
         pretrained_root=cfg.paths.pretrained,
         trust_checkpoint=cfg.model.trust_checkpoint,
         trust_remote_code=cfg.model.trust_remote_code,
+        device=cfg.device,
+        precision=cfg.precision,
     )
     if init_from == "auto":
         init_from = str(RunLayout(Path(cfg.paths.output_root), cfg.run_name).trained(stage).path)
@@ -181,10 +184,22 @@ def evaluate_retrieval_benchmark(cfg: DictConfig) -> dict:
     )
     corpus = build_corpus(records)
     clips = ClipDataset(corpus.media, spec.num_frames, FrameTransform(spec.image_size, spec.mode, spec.normalization))
-    loader = torch.utils.data.DataLoader(clips, batch_size=cfg.eval.batch_size, num_workers=cfg.eval.num_workers)
-    metrics = evaluate_retrieval(
-        loaded.model, loaded.qformer_tokenizer, corpus, loader, cfg.benchmark.max_txt_len, cfg.eval.k_test
+    loader = torch.utils.data.DataLoader(
+        clips,
+        batch_size=cfg.eval.batch_size,
+        num_workers=cfg.eval.num_workers,
+        pin_memory=loaded.placement.pin_memory,
     )
+    with loaded.visual_autocast():
+        metrics = evaluate_retrieval(
+            loaded.model,
+            loaded.qformer_tokenizer,
+            corpus,
+            loader,
+            cfg.benchmark.max_txt_len,
+            cfg.eval.k_test,
+            loaded.device,
+        )
     settings = {
         "frames": spec.num_frames,
         "size": spec.image_size,
@@ -208,9 +223,14 @@ def evaluate_probe(cfg: DictConfig) -> dict:
     spec = frame_spec(cfg, evaluated.trained_media)
     dataset = MVBenchDataset(clips, spec, FrameCache(cfg.eval.cache_dir))
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=cfg.eval.batch_size, num_workers=cfg.eval.num_workers, collate_fn=collate_clips
+        dataset,
+        batch_size=cfg.eval.batch_size,
+        num_workers=cfg.eval.num_workers,
+        collate_fn=collate_clips,
+        pin_memory=loaded.placement.pin_memory,
     )
-    features = clip_features(loaded.model, loader, probe_instruction(loaded))
+    with loaded.visual_autocast():
+        features = clip_features(loaded.model, loader, probe_instruction(loaded), loaded.device)
     probed = probe_tasks(
         features, [c.task for c in clips], [c.answer for c in clips], bench.train_fraction, bench.max_classes, cfg.seed
     )
@@ -232,7 +252,15 @@ def evaluate_probe(cfg: DictConfig) -> dict:
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    """Run the configured benchmark; returns its results dict."""
+    """Run the configured benchmark; returns its results dict.
+
+    The device and precision are checked first, so a GPU that is not there stops the run before any work;
+    a `SystemExit` with one line, not a traceback.
+    """
+    try:
+        plan(cfg.device, cfg.precision)
+    except DeviceError as error:
+        raise SystemExit(f"eval.py: {error}") from None
     torch.manual_seed(cfg.seed)
     kinds = {"mvbench": evaluate_mvbench_benchmark, "retrieval": evaluate_retrieval_benchmark, "probe": evaluate_probe}
     if cfg.benchmark.kind not in kinds:

@@ -8,10 +8,12 @@ model whose every trained tensor came from a checkpoint, or an error naming the 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -26,6 +28,7 @@ from videochat2.checkpoints import (
     MissingRule,
     load_checkpoints,
 )
+from videochat2.device import Placement
 from videochat2.models.alignment import VideoChat2Alignment
 from videochat2.models.llm import build_llm
 from videochat2.models.tokenizers import load_qformer_tokenizer, qformer_config_for_tokenizer
@@ -53,6 +56,20 @@ class LoadedModel:
     llm_tokenizer: PreTrainedTokenizerBase | None = None
     report: LoadReport | None = None
     checkpoints: tuple[str, ...] = ()
+    # Where and at which precision `load_model` put it (None: as built, on the CPU).
+    placement: Placement | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.placement.device if self.placement is not None else torch.device("cpu")
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The whole-forward autocast its precision asks for (`*-mixed`); a no-op otherwise."""
+        return self.placement.autocast() if self.placement is not None else contextlib.nullcontext()
+
+    def visual_autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast for code that runs only the visual path (retrieval, the probe)."""
+        return self.placement.visual() if self.placement is not None else contextlib.nullcontext()
 
     @property
     def template(self) -> str:

@@ -7,7 +7,8 @@
 `--ckpt` is a run directory (its latest stage 2/3), an export directory or an official stage-2/3 file. The
 prompt is the conversation template the model was trained with; earlier turns stay in the prompt. With
 `--options` the answer is the option whose letter scores highest after the MVBench prompt's `Best option:(`
-(the fast evaluation protocol), printed as `(B) text`. Frames, pixels and normalisation default to the
+(the fast evaluation protocol), printed as `(B) text`. `--device auto` (the default) answers on the GPU when
+there is one, at the original's precision (`videochat2.device`). Frames, pixels and normalisation default to the
 run's training settings (official files: the official evaluation's 16 frames, 224 px, CLIP statistics).
 """
 
@@ -25,6 +26,7 @@ from videochat2.builder import LoadedModel
 from videochat2.data.conversation import build_conversation
 from videochat2.data.transforms import FrameTransform
 from videochat2.data.video import FrameSampling, read_media
+from videochat2.device import PRECISIONS, DeviceError, move_batch
 from videochat2.eval.mvbench.answerers import letter_token_ids
 from videochat2.loader import load_model
 from videochat2.prompts import PROMPT_FAMILIES, build_prompt, option_letter
@@ -61,7 +63,7 @@ class ChatSession:
         if self.loaded.model.config.qformer_text_input:
             text = self.loaded.qformer_tokenizer([instruction], truncation=True, max_length=512, return_tensors="pt")
             inputs["instruction_ids"], inputs["instruction_mask"] = text["input_ids"], text["attention_mask"]
-        return inputs
+        return move_batch(inputs, self.loaded.device)
 
     def prompt(self, question: str) -> tuple[str, str, str]:
         """Text before and after the visual tokens, and the Q-Former instruction, for the next answer."""
@@ -80,7 +82,8 @@ class ChatSession:
         settings = {"max_new_tokens": 100, "num_beams": 1, **self.generation}
         if self.stop is not None:
             settings.update(stop_strings=[self.stop], tokenizer=tokenizer)
-        tokens = self.loaded.model.generate(**self.encode(*self.prompt(question)), **settings)[0].tolist()
+        with self.loaded.autocast():
+            tokens = self.loaded.model.generate(**self.encode(*self.prompt(question)), **settings)[0].tolist()
         if tokenizer.eos_token_id in tokens:
             tokens = tokens[: tokens.index(tokenizer.eos_token_id)]
         answer = cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), self.stop)
@@ -95,7 +98,8 @@ class ChatSession:
         prompt = build_prompt(question, options, self.loaded.template)
         before, after = prompt.segments
         letters = letter_token_ids(self.loaded.llm_tokenizer, len(options))
-        scores = self.loaded.model.score_options(letters, **self.encode(before, after, prompt.qformer_instruction))
+        with self.loaded.autocast():
+            scores = self.loaded.model.score_options(letters, **self.encode(before, after, prompt.qformer_instruction))
         best = int(scores[0].argmax())
         return f"({option_letter(best)}) {options[best]}"
 
@@ -133,6 +137,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--pretrained", default="data/pretrained", help="BERT and LLM directories for official files")
     parser.add_argument("--trust-checkpoint", action="store_true", help="read pickles with arbitrary objects")
+    parser.add_argument("--device", default="auto", help="auto (the GPU when there is one) | cpu | cuda | cuda:N")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: the original's (fp16 visual)")
     return parser.parse_args(argv)
 
 
@@ -142,7 +148,13 @@ def media_settings(args: argparse.Namespace, trained: MediaConfig) -> MediaConfi
 
 
 def session_from_args(args: argparse.Namespace) -> ChatSession:
-    loaded = load_model(args.ckpt, pretrained_root=args.pretrained, trust_checkpoint=args.trust_checkpoint)
+    loaded = load_model(
+        args.ckpt,
+        pretrained_root=args.pretrained,
+        trust_checkpoint=args.trust_checkpoint,
+        device=args.device,
+        precision=args.precision,
+    )
     media_type = "image" if args.image else ("frame" if Path(args.video).is_dir() else "video")
     pixels = read_pixels(args.image or args.video, media_type, media_settings(args, loaded.spec.media), args.sample)
     generation = {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample}
@@ -166,7 +178,10 @@ def interactive(session: ChatSession, read=input, write=print) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    session = session_from_args(args)
+    try:
+        session = session_from_args(args)
+    except DeviceError as error:
+        sys.exit(f"videochat2-chat: {error}")
     if args.options and not args.question:
         sys.exit("--options needs a question")
     if args.options:

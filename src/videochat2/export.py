@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 
 from videochat2.builder import LoadedModel
 from videochat2.checkpoints import EXPORT_CONFIG, EXPORT_LORA
+from videochat2.device import DeviceError
 from videochat2.loader import load_model
 from videochat2.models.llm import LLMConfig
 from videochat2.spec import write_spec
@@ -40,7 +41,7 @@ PARTS = {
 def write_parts(loaded: LoadedModel, out_dir: Path) -> None:
     state = loaded.model.state_dict()
     for filename, prefixes in PARTS.items():
-        part = {k: v.detach().contiguous() for k, v in state.items() if k.startswith(prefixes)}
+        part = {k: v.detach().cpu().contiguous() for k, v in state.items() if k.startswith(prefixes)}
         save_file(part, out_dir / filename, metadata={"format": FORMAT})
 
 
@@ -58,9 +59,14 @@ def write_llm(loaded: LoadedModel, out_dir: Path, merge_lora: bool) -> LLMConfig
     return config
 
 
-def export(run_dir: str | Path, out_dir: str | Path, merge_lora: bool = False, trust: bool = False) -> Path:
-    """Write the export of `run_dir` (a run or stage directory, another export, or an official file) to `out_dir`."""
-    loaded = load_model(run_dir, trust_checkpoint=trust)
+def export(
+    run_dir: str | Path, out_dir: str | Path, merge_lora: bool = False, trust: bool = False, device: str = "cpu"
+) -> Path:
+    """Write the export of `run_dir` (a run or stage directory, another export, or an official file) to `out_dir`.
+
+    `device` only says where the LoRA merge runs (a GPU merges a 7B LLM in seconds); weights keep their dtype.
+    """
+    loaded = load_model(run_dir, trust_checkpoint=trust, device=device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_parts(loaded, out_dir)
@@ -86,8 +92,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir")
     parser.add_argument("--merge-lora", action="store_true", help="merge the LoRA adapter into a full LLM copy")
     parser.add_argument("--trust-checkpoint", action="store_true", help="read pickles with arbitrary objects")
+    parser.add_argument("--device", default="cpu", help="where the LoRA merge runs: cpu | auto | cuda | cuda:N")
     args = parser.parse_args(argv)
-    out = export(args.run_dir, args.out_dir, args.merge_lora, args.trust_checkpoint)
+    try:
+        out = export(args.run_dir, args.out_dir, args.merge_lora, args.trust_checkpoint, args.device)
+    except DeviceError as error:
+        raise SystemExit(f"videochat2.export: {error}") from None
     print(f"exported {args.run_dir} to {out}")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from videochat2.builder import LoadedModel, build_model
 from videochat2.checkpoints import EXPORT_CONFIG, describe
+from videochat2.device import place, plan, prepare_backend
 from videochat2.run_layout import RunLayout, RunLayoutError, StageDir, locate
 from videochat2.spec import ModelSpec, official_spec, read_spec
 
@@ -68,17 +69,21 @@ def load_model(
     device: str = "cpu",
     trust_checkpoint: bool = False,
     trust_remote_code: bool = False,
+    precision: str = "auto",
 ) -> LoadedModel:
-    """The model `source` stands for, in eval mode, frozen, on `device`.
+    """The model `source` stands for, in eval mode, frozen, on `device` at `precision` (see `videochat2.device`).
 
     `source` is a run directory (its latest of `stages`), a stage directory, an export directory or a
     checkpoint file; with `spec` given, `source` is the checkpoint file (or list of files, loaded in order)
     and `spec` says what model they fill (an evaluation config naming the paper's sizes, say).
     """
+    placement = plan(device, precision)
     if spec is not None:
         checkpoints = [Path(source)] if isinstance(source, (str, Path)) else [Path(s) for s in source]
     else:
         spec, checkpoints = resolve_source(source, stages, pretrained_root, trust_checkpoint)
     loaded = build_model(spec, checkpoints, trust_checkpoint=trust_checkpoint, trust_remote_code=trust_remote_code)
-    loaded.model.eval().requires_grad_(False).to(device)
+    prepare_backend(placement.device)
+    place(loaded.model.eval().requires_grad_(False), placement)
+    loaded.placement = placement
     return loaded

@@ -17,6 +17,7 @@ from the first real token, so a sample's logits do not depend on its batch).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -59,6 +60,9 @@ class VideoChat2(nn.Module):
         # Frozen base (and LoRA adapters, when stage 3 adds them) as built by videochat2.models.llm.
         self.llm = llm
         self.llm_proj = nn.Linear(hidden, llm.config.get_text_config().hidden_size)
+        # Inference: the dtype the visual path (ViT, Q-Former, projection) autocasts to, as the original's
+        # `maybe_autocast` does on a GPU (fp16); None runs it in its weights' dtype. Set by `device.place`.
+        self.visual_autocast: torch.dtype | None = None
 
     @property
     def bos_token_id(self) -> int:
@@ -69,7 +73,14 @@ class VideoChat2(nn.Module):
 
     def encode_frames(self, pixel_values: Tensor) -> Tensor:
         """[B, T, 3, H, W] -> the normalised ViT tokens the Q-Former reads, [B, T·L, vision width]."""
-        return self.vision_layernorm(self.vision_encoder(pixel_values).flatten(1, 2))
+        with self._visual_precision(pixel_values):
+            return self.vision_layernorm(self.vision_encoder(pixel_values).flatten(1, 2))
+
+    def _visual_precision(self, like: Tensor) -> contextlib.AbstractContextManager:
+        """Autocast at `visual_autocast` on `like`'s device kind; nothing when unset."""
+        if self.visual_autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=like.device.type, dtype=self.visual_autocast)
 
     def encode_visual(
         self,
@@ -87,8 +98,9 @@ class VideoChat2(nn.Module):
         queries = self.queries(vision_embeds.shape[0])
         if not self.config.qformer_text_input:
             instruction_ids = instruction_mask = None
-        hidden = self.qformer.bert(instruction_ids, instruction_mask, queries, vision_embeds)
-        return self.llm_proj(hidden[:, : queries.shape[1]])
+        with self._visual_precision(vision_embeds):
+            hidden = self.qformer.bert(instruction_ids, instruction_mask, queries, vision_embeds)
+            return self.llm_proj(hidden[:, : queries.shape[1]])
 
     def embed_tokens(self, ids: Tensor) -> Tensor:
         return self.llm.get_input_embeddings()(ids)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from videochat2.builder import LoadedModel
+from videochat2.device import on_device
 from videochat2.eval.mvbench.answerers import build_answerer
 from videochat2.eval.mvbench.data import FrameCache, FrameSpec, MVBenchCollator, MVBenchDataset
 from videochat2.eval.mvbench.results import aggregate, format_table, plot_results, write_results
@@ -78,9 +79,11 @@ def answer_pending(
         loaded.llm_tokenizer, qformer_tokenizer, family, answer_in_slot=ORACLE_REPEATS if options.oracle else 0
     )
     dataset = MVBenchDataset(todo, frames, FrameCache(options.cache_dir), blind=options.blind or options.oracle)
-    loader = question_loader(dataset, collate, options.batch_size, options.num_workers)
+    pin = loaded.placement is not None and loaded.placement.pin_memory
+    loader = question_loader(dataset, collate, options.batch_size, options.num_workers, pin)
     answerer = build_answerer(options.answerer, model, loaded.llm_tokenizer, family, options.max_new_tokens)
-    return answer_questions(loader, answerer, options.answerer, predictions)
+    with loaded.autocast():
+        return answer_questions(on_device(loader, loaded.device), answerer, options.answerer, predictions)
 
 
 def evaluate_mvbench(

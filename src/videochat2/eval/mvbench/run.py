@@ -41,8 +41,10 @@ def missing_media(questions: Iterable[MVBenchQuestion]) -> list[str]:
     return sorted(missing)
 
 
-def question_loader(dataset: Dataset, collate: Callable, batch_size: int, num_workers: int) -> DataLoader:
-    """Batches in question order; workers decode clips in parallel."""
+def question_loader(
+    dataset: Dataset, collate: Callable, batch_size: int, num_workers: int, pin_memory: bool = False
+) -> DataLoader:
+    """Batches in question order; workers decode clips in parallel (into pinned memory for a GPU)."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -50,6 +52,7 @@ def question_loader(dataset: Dataset, collate: Callable, batch_size: int, num_wo
         num_workers=num_workers,
         collate_fn=collate,
         persistent_workers=False,
+        pin_memory=pin_memory,
     )
 
 

@@ -71,27 +71,34 @@ def collate_clips(items: list[dict]) -> dict:
 
 @torch.no_grad()
 def clip_features(
-    model: VideoChat2 | VideoChat2Alignment, loader: DataLoader, instruction: tuple[Tensor, Tensor] | None = None
+    model: VideoChat2 | VideoChat2Alignment,
+    loader: DataLoader,
+    instruction: tuple[Tensor, Tensor] | None = None,
+    device: torch.device | None = None,
 ) -> dict[str, Tensor]:
     """Per clip, the mean of the ViT tokens (`vit`) and of the visual tokens (`visual_tokens`).
 
     Visual tokens are the Q-Former's query outputs for a stage-1 model and the projected tokens the LLM
     reads for stages 2-3, the latter with `instruction` (ids, mask) in the Q-Former as the benchmark has.
     Unreadable clips stop the probe: a probe fitted around holes would not say what the features hold.
+    The model runs on `device` (default: the CPU); the features come back to the CPU in float32.
     """
+    device = device or torch.device("cpu")
+    if instruction:
+        instruction = tuple(t.to(device) for t in instruction)
     vit, visual = [], []
     for batch in loader:
         if any(batch["errors"]):
             raise RuntimeError(f"unreadable clips: {[e for e in batch['errors'] if e]}")
-        pixels = batch["pixel_values"]
+        pixels = batch["pixel_values"].to(device, non_blocking=True)
         if isinstance(model, VideoChat2Alignment):
             vision_embeds, tokens = model.encode_vision(pixels)
         else:
             vision_embeds = model.encode_frames(pixels)
             ids, mask = (t.expand(len(pixels), -1) for t in instruction) if instruction else (None, None)
             tokens = model.visual_tokens(vision_embeds, ids, mask)
-        vit.append(vision_embeds.mean(1))
-        visual.append(tokens.mean(1))
+        vit.append(vision_embeds.mean(1).float().cpu())
+        visual.append(tokens.mean(1).float().cpu())
     return {"vit": torch.cat(vit), "visual_tokens": torch.cat(visual)}
 
 

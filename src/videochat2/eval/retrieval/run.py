@@ -21,6 +21,8 @@ from videochat2.data.video import FrameSampling, read_media
 from videochat2.eval.retrieval.metrics import PairScorer, rerank_top_k, retrieval_metrics
 from videochat2.models.alignment import VideoChat2Alignment
 
+CPU = torch.device("cpu")
+
 
 @dataclass(frozen=True)
 class RetrievalCorpus:
@@ -63,10 +65,13 @@ class ClipDataset(Dataset):
 
 
 @torch.no_grad()
-def encode_videos(model: VideoChat2Alignment, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
-    """(vision tokens [V, N, C] for the matching head, normalised query features [V, Q, E])."""
+def encode_videos(
+    model: VideoChat2Alignment, loader: DataLoader, device: torch.device = CPU
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(vision tokens [V, N, C] for the matching head, normalised query features [V, Q, E]), on `device`."""
     tokens, features = [], []
     for pixel_values in loader:
+        pixel_values = pixel_values.to(device, non_blocking=True)
         embeds, query_embeds = model.encode_vision(pixel_values)
         tokens.append(embeds)
         features.append(torch.nn.functional.normalize(model.vision_proj(query_embeds), dim=-1))
@@ -80,10 +85,11 @@ def encode_texts(
     texts: Sequence[str],
     max_length: int,
     batch_size: int = 256,
+    device: torch.device = CPU,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(input ids, attention mask, normalised [CLS] features), padded to `max_length` as the original."""
     tokens = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
-    ids, mask = tokens["input_ids"], tokens["attention_mask"]
+    ids, mask = tokens["input_ids"].to(device), tokens["attention_mask"].to(device)
     features = [
         model.text_features(ids[i : i + batch_size], mask[i : i + batch_size]) for i in range(0, len(texts), batch_size)
     ]
@@ -122,12 +128,13 @@ def evaluate_retrieval(
     loader: DataLoader,
     max_txt_len: int = 32,
     k_test: int = 128,
+    device: torch.device = CPU,
 ) -> dict[str, dict[str, float]]:
-    """`{"itc": recalls, "itm": recalls}` for the corpus (see `retrieval.retrieval_metrics`)."""
+    """`{"itc": recalls, "itm": recalls}` for the corpus (see `retrieval.retrieval_metrics`); the model on `device`."""
     model.eval()
-    vision_tokens, vision_feats = encode_videos(model, loader)
-    ids, mask, text_feats = encode_texts(model, tokenizer, corpus.texts, max_txt_len)
-    sim_v2t = model.similarity(vision_feats, text_feats).float()
+    vision_tokens, vision_feats = encode_videos(model, loader, device)
+    ids, mask, text_feats = encode_texts(model, tokenizer, corpus.texts, max_txt_len, device=device)
+    sim_v2t = model.similarity(vision_feats, text_feats).float().cpu()
     v2t = rerank_top_k(sim_v2t, itm_pair_scorer(model, vision_tokens, ids, mask, True), k_test)
     t2v = rerank_top_k(sim_v2t.t(), itm_pair_scorer(model, vision_tokens, ids, mask, False), k_test)
     return {
