@@ -132,13 +132,14 @@ def select_questions(cfg: DictConfig) -> list:
 
 def answer_options(cfg: DictConfig) -> AnswerOptions:
     return AnswerOptions(
-        cfg.eval.answerer,
-        cfg.eval.max_new_tokens,
-        cfg.eval.blind,
-        cfg.eval.oracle,
-        cfg.eval.batch_size,
-        cfg.eval.num_workers,
-        cfg.eval.cache_dir,
+        answerer=cfg.eval.answerer,
+        max_new_tokens=cfg.eval.max_new_tokens,
+        generate_batched=cfg.eval.generate_batched,
+        blind=cfg.eval.blind,
+        oracle=cfg.eval.oracle,
+        batch_size=cfg.eval.batch_size,
+        num_workers=cfg.eval.num_workers,
+        cache_dir=cfg.eval.cache_dir,
     )
 
 
@@ -163,6 +164,7 @@ def evaluate_mvbench_benchmark(cfg: DictConfig) -> dict:
         "blind": options.blind,
         "oracle": options.oracle,
         "max_new_tokens": options.max_new_tokens if options.answerer == "generate" else None,
+        "generate_batched": options.generate_batched if options.answerer == "generate" else None,
         "checkpoint": last_checkpoint(loaded, cfg),
         "init_from": fingerprint(list(loaded.checkpoints), cfg),
     }

@@ -82,6 +82,23 @@ def test_eval_runs_end_to_end_and_resumes(trained):
     assert again["avg"] == results["avg"]
 
 
+def test_batched_official_protocol_agrees_with_the_per_question_loop(trained):
+    """The official protocol (greedy, 100 tokens, stop at the family's stop string) on the embedded benchmark:
+    whole batches decoded together give the notebook loop's answers on >= 99% of the questions."""
+    paths = [f"paths.data_dir={trained['data']}", f"paths.output_root={trained['out']}", "run_name=t"]
+    common = [*paths, "eval.num_workers=0", "eval.answerer=generate", "eval.batch_size=12"]
+    outputs = {}
+    for batched in ("true", "false"):
+        cfg = compose_eval([*common, f"eval.generate_batched={batched}", f"eval.tag=generate-{batched}"])
+        results = evaluate(cfg)
+        assert results["settings"]["generate_batched"] == (batched == "true")
+        lines = (output_dir(cfg) / "predictions.jsonl").read_text().splitlines()
+        outputs[batched] = {(r["task"], r["index"]): r["output"] for r in map(json.loads, lines)}
+    assert outputs["true"].keys() == outputs["false"].keys() and len(outputs["true"]) == 36
+    same = sum(outputs["true"][k] == outputs["false"][k] for k in outputs["true"])
+    assert same / len(outputs["true"]) >= 0.99
+
+
 def test_blind_oracle_and_single_frame_baselines_get_their_own_folders(trained):
     paths = [
         f"paths.data_dir={trained['data']}",

@@ -52,6 +52,11 @@ def tokenizer() -> PreTrainedTokenizerFast:
 
 @pytest.fixture(scope="module")
 def model(tokenizer) -> VideoChat2:
+    return tiny_model(tokenizer)
+
+
+def tiny_model(tokenizer: PreTrainedTokenizerFast, initializer_range: float = 0.02) -> VideoChat2:
+    """A random tiny VideoChat2 (seeded); a wider `initializer_range` makes its LLM follow the context more."""
     torch.manual_seed(0)
     llm = LlamaForCausalLM(
         LlamaConfig(
@@ -64,6 +69,7 @@ def model(tokenizer) -> VideoChat2:
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
+            initializer_range=initializer_range,
         )
     ).eval()
     vision = VisionConfig.tiny(img_size=32, embed_dim=32, depth=2, num_heads=2)
@@ -182,6 +188,23 @@ def test_generate_answers_do_not_depend_on_the_batch(model, tokenizer, tasks_jso
     alone = [answerer(collate([x]))[0].prediction for x in items]
     assert together == alone
     assert all(p.startswith("(") for p in together)
+
+
+def test_batched_generation_gives_the_per_question_loops_answers(tokenizer, tasks_json_root, tmp_path):
+    """The batched official protocol against the notebook's one-question loop, through the resumable run.
+
+    A wider initialisation makes the tiny random LLM's outputs differ per question (else the test is vacuous).
+    """
+    model = tiny_model(tokenizer, initializer_range=0.3)
+    questions = load_questions(tasks_json_root)
+    runs = {}
+    for batched in (True, False):
+        answerer = GenerateAnswerer(model, tokenizer, "vicuna_v0", max_new_tokens=8, batched=batched)
+        runs[batched] = run(model, tokenizer, questions, tmp_path / f"{batched}.jsonl", 4, answerer=answerer)
+    outputs = {batched: [r["output"] for r in records] for batched, records in runs.items()}
+    agree = sum(a == b for a, b in zip(outputs[True], outputs[False])) / len(questions)
+    assert agree >= 0.99, list(zip(outputs[True], outputs[False]))
+    assert len(set(outputs[True])) > 1, "a constant output would make this test vacuous"
 
 
 def test_letter_logits_is_the_restricted_next_token_argmax(model, tokenizer, tasks_json_root):

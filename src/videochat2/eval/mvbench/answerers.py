@@ -5,7 +5,9 @@
   decoding whenever greedy's first token is a letter, so each answer also records whether the
   unrestricted argmax was one of those letters.
 - `GenerateAnswerer` (the official protocol): greedy decoding of at most 100 new tokens, cut at the
-  family's stop string, scored as `"(" +` the first line.
+  family's stop string, scored as `"(" +` the first line. Batched by default: the whole batch decodes
+  together (left padding, the KV cache, each sample stopping at its own stop string and padded after
+  it); `batched=False` is the reference notebook's loop, one question at a time.
 
 Both return one `Answer` per sample with the string the scorers read (see `scoring.score_prediction`).
 Batches are left-padded by the model, so an answer does not depend on the batch it came in.
@@ -35,6 +37,14 @@ class Answer:
 
 def model_inputs(batch: dict) -> dict:
     return {k: batch[k] for k in MODEL_INPUTS if k in batch}
+
+
+def sample_inputs(inputs: dict, row: int) -> dict:
+    """The model inputs of one sample of a batch, as a batch of one."""
+    return {
+        key: None if value is None else value[row : row + 1] if isinstance(value, torch.Tensor) else [value[row]]
+        for key, value in inputs.items()
+    }
 
 
 def letter_token_ids(tokenizer: PreTrainedTokenizerBase, count: int, context: str = ANSWER_PREFIX) -> list[int]:
@@ -105,23 +115,33 @@ class GenerateAnswerer:
         tokenizer: PreTrainedTokenizerBase,
         family: str,
         max_new_tokens: int = 100,
+        batched: bool = True,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.family = family
         self.max_new_tokens = max_new_tokens
         self.stop = get_family(family).stop
+        self.batched = batched
 
     @torch.no_grad()
     def __call__(self, batch: dict) -> list[Answer]:
-        new_tokens = self.model.generate(
-            **model_inputs(batch),
+        inputs = model_inputs(batch)
+        if self.batched:
+            return [self._answer(row) for row in self._generate(inputs)]
+        count = len(batch["questions"])
+        return [self._answer(self._generate(sample_inputs(inputs, i))[0]) for i in range(count)]
+
+    def _generate(self, inputs: dict) -> torch.Tensor:
+        """Greedy new tokens [B, ≤ max_new_tokens]; a sample that met its stop string is padded after it."""
+        return self.model.generate(
+            **inputs,
             max_new_tokens=self.max_new_tokens,
             num_beams=1,
             stop_strings=[self.stop],
             tokenizer=self.tokenizer,
+            use_cache=True,
         )
-        return [self._answer(row) for row in new_tokens]
 
     def _answer(self, tokens: torch.Tensor) -> Answer:
         """Text up to the first end-of-sequence; padding after it belongs to other samples' lengths.
@@ -139,11 +159,16 @@ class GenerateAnswerer:
 
 
 def build_answerer(
-    name: str, model: VideoChat2, tokenizer: PreTrainedTokenizerBase, family: str, max_new_tokens: int = 100
+    name: str,
+    model: VideoChat2,
+    tokenizer: PreTrainedTokenizerBase,
+    family: str,
+    max_new_tokens: int = 100,
+    batched: bool = True,
 ) -> LetterLogitsAnswerer | GenerateAnswerer:
-    """`letter_logits` (fast, the default) or `generate` (the official protocol)."""
+    """`letter_logits` (fast, the default) or `generate` (the official protocol, batched unless asked not to)."""
     if name == "letter_logits":
         return LetterLogitsAnswerer(model, tokenizer)
     if name == "generate":
-        return GenerateAnswerer(model, tokenizer, family, max_new_tokens)
+        return GenerateAnswerer(model, tokenizer, family, max_new_tokens, batched)
     raise ValueError(f"eval.answerer must be 'letter_logits' or 'generate', got {name!r}")

@@ -31,6 +31,8 @@ class AnswerOptions:
 
     answerer: str = "letter_logits"
     max_new_tokens: int = 100
+    # generate: the whole batch decodes together (True) or one question at a time, as the notebook (False).
+    generate_batched: bool = True
     blind: bool = False
     oracle: bool = False
     batch_size: int = 8
@@ -81,7 +83,9 @@ def answer_pending(
     dataset = MVBenchDataset(todo, frames, FrameCache(options.cache_dir), blind=options.blind or options.oracle)
     pin = loaded.placement is not None and loaded.placement.pin_memory
     loader = question_loader(dataset, collate, options.batch_size, options.num_workers, pin)
-    answerer = build_answerer(options.answerer, model, loaded.llm_tokenizer, family, options.max_new_tokens)
+    answerer = build_answerer(
+        options.answerer, model, loaded.llm_tokenizer, family, options.max_new_tokens, options.generate_batched
+    )
     with loaded.autocast():
         return answer_questions(on_device(loader, loaded.device), answerer, options.answerer, predictions)
 
