@@ -1,8 +1,9 @@
 """The evaluation recipe: what `python eval.py` does, top to bottom.
 
 MVBench-format benchmarks: load the model, decide frames and pixels, answer every question not yet in
-predictions.jsonl, then score, tabulate and plot the whole set. Retrieval: encode the caption corpus
-with the stage-1 model and report similarity-only and re-ranked recalls. Probe: the mean features of
+predictions.jsonl, then score, tabulate and plot the whole set; under `torchrun --nproc-per-node N eval.py`
+N processes share the answering (see `videochat2.eval.mvbench.evaluate`). Retrieval: encode the caption
+corpus with the stage-1 model and report similarity-only and re-ranked recalls. Probe: the mean features of
 labelled clips after any stage, and per task how well a linear classifier reads the answer from them.
 """
 
@@ -19,7 +20,8 @@ from recipes.train import model_spec
 from videochat2.builder import LoadedModel
 from videochat2.data.formats import DEFAULT_FORMAT, load_records
 from videochat2.data.transforms import FrameTransform
-from videochat2.device import DeviceError, plan
+from videochat2.device import DeviceError, for_rank, plan
+from videochat2.distributed import init_from_launcher, launched_world_size, local_rank
 from videochat2.eval.mvbench import load_questions, write_results
 from videochat2.eval.mvbench.data import FrameCache, FrameSpec, MVBenchDataset
 from videochat2.eval.mvbench.evaluate import AnswerOptions, check_media, evaluate_mvbench
@@ -50,7 +52,7 @@ def evaluated_model(cfg: DictConfig, stage: int) -> Evaluated:
         pretrained_root=cfg.paths.pretrained,
         trust_checkpoint=cfg.model.trust_checkpoint,
         trust_remote_code=cfg.model.trust_remote_code,
-        device=cfg.device,
+        device=process_device(cfg),
         precision=cfg.precision,
     )
     if init_from == "auto":
@@ -63,6 +65,13 @@ def evaluated_model(cfg: DictConfig, stage: int) -> Evaluated:
         needed = "a stage-1" if stage == 1 else "a stage-2 or stage-3"
         raise ValueError(f"{init_from} holds a stage-{loaded.spec.stage} model; this benchmark needs {needed} one")
     return Evaluated(loaded, loaded.spec.media)
+
+
+def process_device(cfg: DictConfig) -> str:
+    """`device`, or under torchrun this process's own GPU (`cuda:<LOCAL_RANK>`) where it names a GPU."""
+    if launched_world_size() > 1:
+        return for_rank(cfg.device, local_rank())
+    return cfg.device
 
 
 def frame_spec(cfg: DictConfig, trained: MediaConfig | None) -> FrameSpec:
@@ -260,11 +269,14 @@ def evaluate(cfg: DictConfig) -> dict:
     a `SystemExit` with one line, not a traceback.
     """
     try:
-        plan(cfg.device, cfg.precision)
+        placement = plan(process_device(cfg), cfg.precision)
     except DeviceError as error:
         raise SystemExit(f"eval.py: {error}") from None
     torch.manual_seed(cfg.seed)
     kinds = {"mvbench": evaluate_mvbench_benchmark, "retrieval": evaluate_retrieval_benchmark, "probe": evaluate_probe}
     if cfg.benchmark.kind not in kinds:
         raise ValueError(f"benchmark.kind must be one of {sorted(kinds)}, got {cfg.benchmark.kind!r}")
+    if launched_world_size() > 1 and cfg.benchmark.kind != "mvbench":
+        raise SystemExit(f"eval.py: {cfg.benchmark.kind} runs in one process; start it without torchrun")
+    init_from_launcher(placement.device)
     return kinds[cfg.benchmark.kind](cfg)

@@ -51,6 +51,14 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return device
 
 
+def for_rank(name: str | torch.device, local_rank: int) -> str:
+    """The device one of several processes on a node uses: `auto`/`cuda` become its own GPU `cuda:<local_rank>`."""
+    text = str(name).strip().lower()
+    if text == "cuda" or (text == "auto" and torch.cuda.is_available()):
+        return f"cuda:{local_rank}"
+    return text
+
+
 @dataclass(frozen=True)
 class Placement:
     """A device and what runs at which dtype there (see the module docstring)."""

@@ -10,6 +10,8 @@ slicing, so after that averaging the gradient equals the single-process one.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -25,6 +27,35 @@ def rank() -> int:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank()
     return 0
+
+
+def local_rank() -> int:
+    """This process's GPU index on its node under torchrun (0 without a launcher)."""
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def launched_world_size() -> int:
+    """The number of processes a launcher (torchrun) started, before any process group exists."""
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+
+def init_from_launcher(device: torch.device) -> bool:
+    """Join the process group torchrun's environment describes (NCCL for GPUs, gloo for CPUs); True if joined.
+
+    A no-op for one process or when a group already exists, so the same code runs with or without torchrun.
+    """
+    if launched_world_size() <= 1 or not dist.is_available() or dist.is_initialized():
+        return False
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for without a process group)."""
+    if world_size() > 1:
+        dist.barrier()
 
 
 def _all_gather(x: Tensor) -> tuple[list[Tensor], list[int]]:

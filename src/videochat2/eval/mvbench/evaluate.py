@@ -11,12 +11,23 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from videochat2 import distributed
 from videochat2.builder import LoadedModel
 from videochat2.device import on_device
 from videochat2.eval.mvbench.answerers import build_answerer
 from videochat2.eval.mvbench.data import FrameCache, FrameSpec, MVBenchCollator, MVBenchDataset
 from videochat2.eval.mvbench.results import aggregate, format_table, plot_results, write_results
-from videochat2.eval.mvbench.run import answer_questions, missing_media, pending_questions, question_loader, run_records
+from videochat2.eval.mvbench.run import (
+    answer_questions,
+    merge_shards,
+    missing_media,
+    my_shard,
+    pending_questions,
+    question_loader,
+    run_records,
+    shard_files,
+    shard_path,
+)
 from videochat2.eval.mvbench.tasks import MVBenchQuestion
 
 log = logging.getLogger(__name__)
@@ -55,14 +66,16 @@ def check_media(questions: list[MVBenchQuestion], strict: bool) -> None:
 
 
 def start_or_resume(out_dir: Path, settings: dict) -> None:
-    """Keep predictions.jsonl only if it was made with the same settings; otherwise set it aside."""
+    """Keep predictions.jsonl (and its shards) only if made with the same settings; otherwise set them aside."""
     out_dir.mkdir(parents=True, exist_ok=True)
     settings_path, predictions = out_dir / "settings.json", out_dir / "predictions.jsonl"
     previous = json.loads(settings_path.read_text()) if settings_path.is_file() else None
-    if predictions.is_file() and previous != settings:
-        stale = predictions.with_suffix(".jsonl.stale")
-        predictions.replace(stale)
-        log.warning("settings or checkpoints changed since %s was written; moved it to %s", predictions, stale)
+    if previous != settings:
+        for path in [predictions, *shard_files(predictions)]:
+            if path.is_file():
+                stale = path.with_suffix(".jsonl.stale")
+                path.replace(stale)
+                log.warning("settings or checkpoints changed since %s was written; moved it to %s", path, stale)
     settings_path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
@@ -103,16 +116,28 @@ def evaluate_mvbench(
 
     `settings` is what makes earlier predictions reusable: when it differs from the one they were made
     with, they are set aside and every question is answered again.
+
+    Under a process group (torchrun) each rank answers its own part of what is pending into its own shard;
+    rank 0 merges and scores, and every rank returns the same results.
     """
-    start_or_resume(out_dir, settings)
+    rank, world = distributed.rank(), distributed.world_size()
     predictions = out_dir / "predictions.jsonl"
+    if rank == 0:
+        start_or_resume(out_dir, settings)
+    distributed.barrier()
     todo = pending_questions(questions, predictions)
     log.info("%d questions, %d already answered in %s", len(questions), len(questions) - len(todo), predictions)
-    if todo:
-        log.info("answered %d questions", answer_pending(loaded, frames, family, todo, predictions, options))
-    results = aggregate(run_records(questions, predictions), settings)
-    write_results(results, out_dir / "results.json")
-    plot_results(results, out_dir / "results.png")
-    print(format_table(results))
-    log.info("results in %s", out_dir)
-    return results
+    mine = my_shard(todo, rank, world)
+    if mine:
+        target = predictions if world == 1 else shard_path(predictions, rank)
+        log.info("answered %d questions", answer_pending(loaded, frames, family, mine, target, options))
+    distributed.barrier()
+    if rank == 0:
+        merge_shards(questions, predictions)
+        results = aggregate(run_records(questions, predictions), settings)
+        write_results(results, out_dir / "results.json")
+        plot_results(results, out_dir / "results.png")
+        print(format_table(results))
+        log.info("results in %s", out_dir)
+    distributed.barrier()
+    return results if rank == 0 else json.loads((out_dir / "results.json").read_text())

@@ -4,10 +4,17 @@ Every question ends up with exactly one record: answered by the model, or scored
 `missing_media` when its clip could not be read (the official denominator stays whole). Records are
 written one flushed line at a time, so an interrupted run loses at most the batch in flight and a
 re-run answers only what is left.
+
+Several processes (one per GPU) each append to their own shard, `predictions.rank<R>.jsonl` beside
+predictions.jsonl; what is answered is the union of the file and every shard, whatever number of
+processes wrote them, so a run resumes after a crash and with another number of processes. Rank 0 folds
+the shards into predictions.jsonl (`merge_shards`) before scoring.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -25,10 +32,56 @@ def question_key(question: MVBenchQuestion) -> tuple[str, int]:
     return question.task, question.index
 
 
+def shard_path(predictions: str | Path, rank: int) -> Path:
+    """The file rank `rank` of a multi-process run appends to, beside predictions.jsonl."""
+    predictions = Path(predictions)
+    return predictions.with_name(f"{predictions.stem}.rank{rank}{predictions.suffix}")
+
+
+def shard_files(predictions: str | Path) -> list[Path]:
+    """The shards left beside predictions.jsonl by multi-process runs (of any number of processes)."""
+    predictions = Path(predictions)
+    return sorted(predictions.parent.glob(f"{predictions.stem}.rank*{predictions.suffix}"))
+
+
+def recorded_predictions(predictions: str | Path) -> dict[tuple[str, int], dict]:
+    """Every record of predictions.jsonl and its shards, by (task, index); a shard's record wins."""
+    records = load_predictions(predictions)
+    for shard in shard_files(predictions):
+        records |= load_predictions(shard)
+    return records
+
+
 def pending_questions(questions: Sequence[MVBenchQuestion], predictions: str | Path) -> list[MVBenchQuestion]:
-    """The questions predictions.jsonl does not answer yet."""
-    done = set(load_predictions(predictions))
+    """The questions neither predictions.jsonl nor any of its shards answers yet."""
+    done = set(recorded_predictions(predictions))
     return [q for q in questions if question_key(q) not in done]
+
+
+def my_shard(todo: Sequence[MVBenchQuestion], rank: int, world_size: int) -> list[MVBenchQuestion]:
+    """Rank `rank`'s disjoint part of the pending questions: every `world_size`-th, so each rank sees every task."""
+    return list(todo[rank::world_size])
+
+
+def merge_shards(questions: Sequence[MVBenchQuestion], predictions: str | Path) -> None:
+    """Fold the shards into predictions.jsonl (these questions first, in order; other records kept after).
+
+    The merged file replaces the old one in one step and only then are the shards removed, so a crash at any
+    point leaves every record in the file or in a shard.
+    """
+    predictions = Path(predictions)
+    shards = shard_files(predictions)
+    if not shards:
+        return
+    records = recorded_predictions(predictions)
+    keys = [question_key(q) for q in questions if question_key(q) in records]
+    first = set(keys)
+    keys += [key for key in records if key not in first]
+    tmp = predictions.with_name(predictions.name + ".merging")
+    tmp.write_text("".join(json.dumps(records[key], ensure_ascii=False) + "\n" for key in keys), encoding="utf-8")
+    os.replace(tmp, predictions)
+    for shard in shards:
+        shard.unlink()
 
 
 def missing_media(questions: Iterable[MVBenchQuestion]) -> list[str]:
