@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from tests.unit.test_configs import compose_train
-from videochat2.fsdp import checkpoint_policy, wrap_policy
+from videochat2.fsdp import checkpoint_policy, is_decoder_layer, wrap_policy
 from videochat2.models.llm import LLMConfig, build_llm
 
 
@@ -219,3 +219,65 @@ def test_qlora_nf4_loads_double_quantised_bf16_storage_and_trains_lora(tmp_path,
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.5
+
+
+def checkpointed_decoder_layers(model: nn.Module) -> nn.Module:
+    """What FSDP's `activation_checkpointing_policy` does: each decoder layer recomputed in the backward pass."""
+    from functools import partial
+
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+        CheckpointImpl,
+        apply_activation_checkpointing,
+        checkpoint_wrapper,
+    )
+
+    wrapper = partial(checkpoint_wrapper, checkpoint_impl=CheckpointImpl.NO_REENTRANT)
+    apply_activation_checkpointing(model, checkpoint_wrapper_fn=wrapper, check_fn=is_decoder_layer)
+    return model
+
+
+def padded_stage3_batch() -> dict:
+    """Two samples of different lengths: the padding gives the LLM a real attention mask, as in training."""
+    torch.manual_seed(1)
+    return {
+        "pixel_values": torch.randn(2, 2, 3, 32, 32),
+        "input_ids_before": [torch.tensor([1, 5, 6, 7]), torch.tensor([1, 8])],
+        "input_ids_after": [torch.tensor([9, 10, 11]), torch.tensor([12, 13])],
+        "labels_after": [torch.tensor([-100, 10, 11]), torch.tensor([-100, 13])],
+    }
+
+
+def test_checkpointed_decoder_layers_give_the_same_loss_and_gradients_without_the_kv_cache():
+    """The recompute of a checkpointed layer would append its keys to the KV cache a second time: with the
+    cache on, the padded batch fails in the backward pass (as `trainer=fsdp` did); the training forward
+    turns the cache off and gets the loss and gradients of the run without checkpointing."""
+    from copy import deepcopy
+
+    from tests.unit.test_device import tiny_videochat2
+
+    plain = tiny_videochat2().train()
+    plain.llm.requires_grad_(False)
+    checkpointed = deepcopy(plain)
+    checkpointed_decoder_layers(checkpointed.llm)
+    assert sum("checkpoint_wrapped" in name for name, _ in checkpointed.llm.named_modules()) > 0
+    batch = padded_stage3_batch()
+
+    inputs = checkpointed.build_inputs(
+        checkpointed.encode_visual(batch["pixel_values"]), batch["input_ids_before"], batch["input_ids_after"]
+    )
+    with pytest.raises(RuntimeError, match="must match the size"):
+        checkpointed.llm(**inputs, use_cache=True).logits.square().mean().backward()
+    checkpointed.zero_grad()
+
+    results = []
+    for model in (plain, checkpointed):
+        torch.manual_seed(2)  # the same dropout masks in both runs (the recompute replays its RNG state)
+        loss = model(**batch)["loss"]
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((loss.detach(), grads))
+    (loss, grads), (loss_ckpt, grads_ckpt) = results
+    torch.testing.assert_close(loss_ckpt, loss)
+    assert grads.keys() == grads_ckpt.keys() and any(n.startswith("llm_proj") for n in grads)
+    for name in grads:
+        torch.testing.assert_close(grads_ckpt[name], grads[name], msg=name)

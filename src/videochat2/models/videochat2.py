@@ -152,7 +152,9 @@ class VideoChat2(nn.Module):
             visual, input_ids_before, input_ids_after, labels_after, bos_quirk=self.config.bos_quirk
         )
         labels = batch.pop("labels")
-        logits = self.llm(**batch).logits
+        # No KV cache in training: activation checkpointing (FSDP's wrapper) re-runs each decoder layer in the
+        # backward pass, and a cache would receive the keys twice (sdpa then fails on padded batches).
+        logits = self.llm(**batch, use_cache=False).logits
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
         return {"loss": loss, "logits": logits, "labels": labels}
 
@@ -185,7 +187,7 @@ class VideoChat2(nn.Module):
     ) -> Tensor:
         """Logits [B, vocab] of the token that follows each prompt (left padding, batch-invariant)."""
         batch = self.prompt_batch(pixel_values, input_ids_before, input_ids_after, instruction_ids, instruction_mask)
-        return self.llm(**batch, logits_to_keep=1).logits[:, -1].float()
+        return self.llm(**batch, logits_to_keep=1, use_cache=False).logits[:, -1].float()
 
     @torch.no_grad()
     def score_options(self, candidate_ids: list[int], **prompt) -> Tensor:
@@ -205,6 +207,7 @@ class VideoChat2(nn.Module):
         """Greedy (by default) continuation token ids [B, new tokens] of each prompt."""
         batch = self.prompt_batch(pixel_values, input_ids_before, input_ids_after, instruction_ids, instruction_mask)
         generate_kwargs.setdefault("do_sample", False)
+        generate_kwargs.setdefault("use_cache", True)  # generation keeps the KV cache training turns off
         generate_kwargs.setdefault("pad_token_id", self.llm.config.pad_token_id or self.llm.config.eos_token_id)
         batch.pop("position_ids")
         return self.llm.generate(**batch, **generate_kwargs)
