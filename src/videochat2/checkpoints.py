@@ -135,9 +135,15 @@ def _unwrap(blob: object) -> tuple[dict, str]:
     raise CheckpointError(f"expected a dict of tensors, found {type(blob).__name__}")
 
 
+# The index file of a torch.distributed.checkpoint directory (what FSDP's sharded `last.ckpt` is).
+DCP_METADATA = ".metadata"
+
+
 def read_checkpoint(path: str | Path, trust: bool = False) -> tuple[dict[str, Tensor], str]:
     """The tensors of a checkpoint as stored (names untouched) and its storage format."""
     path = Path(path)
+    if path.is_dir() and (path / DCP_METADATA).is_file():
+        return read_sharded(path), "lightning"
     if path.is_dir():
         return read_export(path), "export"
     if not path.is_file():
@@ -153,6 +159,26 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> tuple[dict[str, Te
 def read_state_dict(path: str | Path, trust: bool = False) -> dict[str, Tensor]:
     """Tensors of a Lightning `.ckpt`, a `.pth` (flat or `{"model": ...}`), a `.safetensors` file or an export dir."""
     return read_checkpoint(path, trust)[0]
+
+
+def read_sharded(directory: Path) -> dict[str, Tensor]:
+    """The model tensors of a sharded (FSDP, torch.distributed.checkpoint) Lightning `last.ckpt/` directory.
+
+    Lightning stores the module's state dict under `model` (our keys with the module's `model.` prefix, as in
+    a plain `.ckpt`) beside the optimizer states; the shards are read into whole tensors in this one process,
+    so no process group is needed. DCP files hold tensors and plain metadata only.
+    """
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    state: dict = {}
+    reader = FileSystemReader(str(directory))
+    _load_state_dict(state, storage_reader=reader, planner=_EmptyStateDictLoadPlanner(keys={"model"}), no_dist=True)
+    model = state.get("model")
+    if not isinstance(model, dict):
+        raise CheckpointError(f"{directory} is a sharded checkpoint without a 'model' state dict")
+    return {k: v for k, v in model.items() if isinstance(v, Tensor)}
 
 
 def read_export(directory: Path) -> dict[str, Tensor]:

@@ -29,6 +29,7 @@ from videochat2.checkpoints import (
     detect_stage,
     initialise,
     load_checkpoints,
+    read_checkpoint,
     rename,
 )
 from videochat2.models.alignment import AlignmentConfig, VideoChat2Alignment
@@ -415,3 +416,29 @@ def test_an_official_stage3_file_describes_the_model_chat_and_export_build():
     assert chain == [PARITY / "stage3_vicuna" / "official_like.pth"]
     stage1, _ = resolve_source(PARITY / "stage1" / "official_like.pth", pretrained_root="/ckpt")
     assert stage1.stage == 1 and stage1.alignment.embed_dim == 768
+
+
+def test_a_sharded_fsdp_checkpoint_directory_reads_as_the_plain_lightning_file(tmp_path):
+    """`trainer=fsdp` saves `last.ckpt/` as torch.distributed.checkpoint shards (model and optimizer states);
+    evaluation, chat and export read its model tensors as they read a plain `last.ckpt`."""
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    torch.manual_seed(0)
+    module_state = {"model.llm_proj.weight": torch.randn(4, 3), "model.query_tokens": torch.randn(1, 2, 3)}
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": module_state, "global_step": 3}, plain)
+    sharded = tmp_path / "last.ckpt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dcp warns that no process group exists: this is one process
+        dcp.save(
+            {"model": module_state, "optimizer_0": {"state": {"0": {"exp_avg": torch.ones(4, 3)}}}},
+            checkpoint_id=sharded,
+        )
+    torch.save({"global_step": 3}, sharded / "meta.pt")
+    tensors, kind = read_checkpoint(sharded)
+    assert kind == "lightning" and tensors.keys() == module_state.keys()
+    for key, value in module_state.items():
+        assert torch.equal(tensors[key], value)
+    assert describe(sharded)[1].keys() == describe(plain)[1].keys()
