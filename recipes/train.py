@@ -9,6 +9,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from videochat2.device import prepare_backend
 from videochat2.run_layout import RunLayout, StageDir, init_chain
 from videochat2.spec import ModelSpec, spec_from_settings
 
@@ -95,6 +96,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks=[instantiate(c) for c in cfg.callbacks.values()],
         logger=[instantiate(c) for c in cfg.logger.values()] or False,
     )
+    if trainer.strategy.root_device.type == "cuda":
+        prepare_backend(trainer.strategy.root_device)
     if trainer.global_rank == 0:
         stage_dir.path.mkdir(parents=True, exist_ok=True)
         stage_dir.config.write_text(OmegaConf.to_yaml(cfg, resolve=True))

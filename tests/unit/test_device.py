@@ -10,7 +10,16 @@ import torch
 from torch import nn
 
 from tests.conftest import REPO
-from videochat2.device import DeviceError, Placement, move_batch, place, plan, resolve_device
+from videochat2.device import (
+    DeviceError,
+    Placement,
+    for_rank,
+    move_batch,
+    place,
+    plan,
+    prepare_backend,
+    resolve_device,
+)
 from videochat2.models.qformer import QFormerConfig
 from videochat2.models.videochat2 import VideoChat2, VideoChat2Config
 from videochat2.models.vision import VisionConfig
@@ -136,3 +145,20 @@ def test_the_commands_refuse_a_missing_gpu_in_one_line(script, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].endswith("no usable CUDA GPU (use device=cpu)"), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def test_gpus_let_fp32_matmuls_use_tf32_and_cpus_are_left_alone():
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        prepare_backend(torch.device("cpu"))
+        assert torch.get_float32_matmul_precision() == "highest"
+        prepare_backend(torch.device("cuda"))
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def test_each_torchrun_process_takes_its_own_gpu():
+    assert for_rank("cuda", 3) == "cuda:3" and for_rank("cpu", 3) == "cpu" and for_rank("cuda:1", 3) == "cuda:1"
+    assert for_rank("auto", 2) == ("cuda:2" if torch.cuda.is_available() else "auto")
