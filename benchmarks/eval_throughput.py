@@ -5,6 +5,12 @@ Both run in one process on the same trained model, questions and pixels:
   pass reads the option-letter logits; then the same again from the now warm cache (a re-run, or a
   second model on the same benchmark), which must give the same letters;
 - official: one question at a time, decoded on the fly, greedy generation of up to 100 tokens.
+With `--model-shape 7b` (or `tiny`, its CPU dry run) the model is instead a random one of the paper's
+shape (UMT-L/16, the BERT-base Q-Former, a 7B Llama in fp16, 96 visual tokens; the original's precision via
+`videochat2.device`) and the figures are the three parts of an MVBench-sized run, each timed alone on a
+sample of batches and projected to `--questions` (4,000): clip decoding (the evaluation's own dataset and
+DataLoader workers, 16 frames of 224 px, over the embedded benchmark's clips), ViT + Q-Former, and the LLM
+(letter logits; batched greedy generation of `--new-tokens`, the length of a typical official answer).
 `agreement` compares the letters both protocols score. It is only meaningful where greedy's first token
 is a letter, so it is also reported on that subset, and against greedy's first generated token itself:
 the official post-processing keeps only the text after the last `Assistant:`, so a model that rambles
@@ -12,6 +18,7 @@ on into a new turn gets scored on a later letter than the one it answered first.
 JSON object.
 
     python benchmarks/eval_throughput.py --run s1a --per-task 5
+    python benchmarks/eval_throughput.py --model-shape 7b --questions 4000      # one GPU
 """
 
 from __future__ import annotations
@@ -23,11 +30,7 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
-from recipes.cli import quote_stage_overrides
-from recipes.evaluate import evaluated_model, frame_spec, prompt_family, select_questions
-from recipes.schema import register
 from videochat2.eval.mvbench.answerers import GenerateAnswerer, LetterLogitsAnswerer
 from videochat2.eval.mvbench.data import FrameCache, MVBenchCollator, MVBenchDataset
 from videochat2.eval.mvbench.run import question_loader
@@ -42,11 +45,23 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--per-task", type=int, default=5, help="questions per task")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--model-shape", choices=("7b", "tiny"), help="time a random model of this shape instead")
+    parser.add_argument("--questions", type=int, default=4000, help="--model-shape: the run size projected to")
+    parser.add_argument("--sample-batches", type=int, default=6, help="--model-shape: batches timed per part")
+    parser.add_argument("--new-tokens", type=int, default=8, help="--model-shape: greedy tokens per answer")
+    parser.add_argument("--benchmark-root", default="data/synthetic/mvbench", help="--model-shape: clips to decode")
+    parser.add_argument("--device", default="auto", help="--model-shape: auto | cpu | cuda | cuda:N")
     parser.add_argument("overrides", nargs="*", help="further eval.py overrides, e.g. paths.output_root=...")
     return parser.parse_args()
 
 
 def load(args: argparse.Namespace):
+    from hydra import compose, initialize_config_dir
+
+    from recipes.cli import quote_stage_overrides
+    from recipes.evaluate import evaluated_model, frame_spec, prompt_family
+    from recipes.schema import register
+
     overrides = [f"run_name={args.run}", f"eval.limit={args.per_task}", *args.overrides]
     register()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -76,6 +91,13 @@ def official_loop(dataset: MVBenchDataset, collate, answerer) -> tuple[list, flo
 def main() -> None:
     args = parse_args()
     torch.set_grad_enabled(False)
+    if args.model_shape:
+        from benchmarks.eval_shaped import shaped_run
+
+        print(json.dumps(shaped_run(args)))
+        return
+    from recipes.evaluate import select_questions
+
     cfg, spec, loaded, collate, family = load(args)
     questions = select_questions(cfg)
     tokenizer = loaded.llm_tokenizer

@@ -340,8 +340,11 @@ def measure_llm7b(
     return row
 
 
-def llm7b_rows(steps: int, device: torch.device, small: bool) -> list[dict]:
-    """bf16 LoRA vs QLoRA, with and without checkpointing, at batch 1 and the largest batch that fits."""
+def llm7b_rows(steps: int, device: torch.device, small: bool, batches: list[int] | None = None) -> list[dict]:
+    """bf16 LoRA vs QLoRA, with and without checkpointing, at batch 1 and the largest batch that fits.
+
+    `batches`: the batch sizes tried, in increasing order (default 1 to 32; fewer keep a timed check short).
+    """
     if small:  # the same code path at a CPU-sized shape, to check it runs
         shape = dict(
             vocab_size=1000,
@@ -352,7 +355,7 @@ def llm7b_rows(steps: int, device: torch.device, small: bool) -> list[dict]:
             num_key_value_heads=4,
         )
         vision, qformer, frames, text_len = VisionConfig.tiny(), QFormerConfig.tiny(vocab_size=1000), 4, 32
-        batches = [1, 2]
+        batches = batches or [1, 2]
     else:
         shape = dict(
             vocab_size=32000,
@@ -364,7 +367,7 @@ def llm7b_rows(steps: int, device: torch.device, small: bool) -> list[dict]:
             max_position_embeddings=2048,
         )
         vision, qformer = VisionConfig.umt_l16(img_size=224), QFormerConfig.bert_base(num_query_tokens=96)
-        frames, text_len, batches = 8, 512, [1, 2, 4, 8, 16, 32]
+        frames, text_len, batches = 8, 512, batches or [1, 2, 4, 8, 16, 32]
     rows = []
     for qlora in (False, True):
         for checkpointing in (False, True):
@@ -400,6 +403,7 @@ def main() -> None:
     parser.add_argument("--ddp", action="store_true", help="stage 1: DDP with 2 CPU processes vs 1 process")
     parser.add_argument("--llm7b", action="store_true", help="stage 3 with a 7B-shaped LLM: LoRA vs QLoRA (CUDA)")
     parser.add_argument("--small", action="store_true", help="with --llm7b: a tiny shape, to check the path on a CPU")
+    parser.add_argument("--batches", help="with --llm7b: batch sizes tried, e.g. 1,4,8 (default 1,2,4,8,16,32)")
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.ddp:
@@ -411,7 +415,8 @@ def main() -> None:
         if device.type != "cuda" and not args.small:
             print("--llm7b needs a CUDA device (none here); --small runs the same path at a tiny shape")
             return
-        rows = llm7b_rows(args.steps, device, args.small)
+        batches = [int(b) for b in args.batches.split(",")] if args.batches else None
+        rows = llm7b_rows(args.steps, device, args.small, batches)
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         print_rows(f"stage 3, {'tiny' if args.small else '7B'}-shaped LLM on {name}", rows)
         print(json.dumps({"benchmark": "llm7b", "device": name, "results": rows}))
