@@ -108,7 +108,8 @@ def plan(device: str | torch.device = "auto", precision: str = "auto") -> Placem
 
 def is_quantized(module: nn.Module) -> bool:
     """A bitsandbytes 4-bit/8-bit model: placed on its GPU when loaded, and never cast."""
-    return bool(getattr(module, "is_loaded_in_4bit", False) or getattr(module, "is_loaded_in_8bit", False))
+    flags = ("is_loaded_in_4bit", "is_loaded_in_8bit", "is_quantized")
+    return any(getattr(module, flag, False) is True for flag in flags)
 
 
 def quantized_parts(model: nn.Module) -> list[nn.Module]:
