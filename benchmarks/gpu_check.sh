@@ -44,7 +44,7 @@ else
   DEVICE=cuda
   TRAIN_ARGS=(--llm7b --steps 2 --batches 1,8)
   EVAL_ARGS=(--model-shape 7b --questions 4000 --sample-batches 6 --batch-size 16 --workers 8 --per-task 5)
-  LIMITS=(210 150 90)
+  LIMITS=(225 150 80)
 fi
 
 # part NAME LIMIT_S COMMAND...: run it under its limit, log to WORK/NAME.log, record "exit seconds".

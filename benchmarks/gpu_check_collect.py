@@ -16,17 +16,33 @@ from pathlib import Path
 
 
 def last_json(path: Path) -> dict | None:
-    """The last line of `path` that parses as a JSON object (the benchmark's result), or None."""
+    """The last line of `path` that parses as a JSON object (the benchmark's result), or None.
+
+    Progress lines (`{"llm7b_row": ...}`) are not results."""
     if not path.is_file():
         return None
     for line in reversed(path.read_text(errors="replace").splitlines()):
         line = line.strip()
-        if line.startswith("{"):
+        if line.startswith("{") and '"llm7b_row"' not in line:
             try:
                 return json.loads(line)
             except json.JSONDecodeError:
                 continue
     return None
+
+
+def partial_rows(path: Path, key: str) -> list[dict]:
+    """Rows a benchmark printed as `{key: row}` while it ran: what is left when its time limit stopped it."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{") and key in line:
+            try:
+                rows.append(json.loads(line)[key])
+            except (json.JSONDecodeError, KeyError):
+                continue
+    return rows
 
 
 def status(work: Path, part: str) -> dict:
@@ -64,7 +80,11 @@ def collect(work: Path, meta: dict | None = None) -> dict:
     return {
         "meta": meta or {},
         "gpu_tests": {"status": status(work, "tests"), "report": test_report(work / "tests.xml")},
-        "train_7b": {"status": status(work, "train"), "result": last_json(work / "train.log")},
+        "train_7b": {
+            "status": status(work, "train"),
+            "result": last_json(work / "train.log"),
+            "rows_so_far": partial_rows(work / "train.log", "llm7b_row"),
+        },
         "eval_mvbench_sized": {"status": status(work, "eval"), "result": last_json(work / "eval.log")},
     }
 

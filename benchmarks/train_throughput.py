@@ -379,6 +379,7 @@ def llm7b_rows(steps: int, device: torch.device, small: bool, batches: list[int]
                     )
                 except torch.OutOfMemoryError:
                     break
+                print(json.dumps({"llm7b_row": row}), flush=True)  # kept by a caller that stops the run early
                 if batch == 1:
                     rows.append(row)
                 fitted = row

@@ -29,7 +29,7 @@ def test_collector_records_each_part_with_its_status(tmp_path):
         "</testsuite></testsuites>"
     )
     (tmp_path / "tests.status").write_text("1 12\n")
-    (tmp_path / "train.log").write_text('noise\n{"benchmark": "llm7b", "results": []}\ntrailing text\n')
+    (tmp_path / "train.log").write_text('{"llm7b_row": {"b": 1}}\n{"benchmark": "llm7b", "results": []}\ntext\n')
     (tmp_path / "train.status").write_text("0 100\n")
     (tmp_path / "eval.log").write_text("killed before any result\n")
     (tmp_path / "eval.status").write_text("124 90\n")
@@ -41,6 +41,7 @@ def test_collector_records_each_part_with_its_status(tmp_path):
     assert tests["report"]["cases"]["test_a"]["outcome"] == "passed"
     assert tests["report"]["cases"]["test_b"]["outcome"] == "failure: assert 1 == 2"
     assert figures["train_7b"]["result"] == {"benchmark": "llm7b", "results": []}
+    assert figures["train_7b"]["rows_so_far"] == [{"b": 1}]
     assert figures["eval_mvbench_sized"] == {
         "status": {"ran": True, "exit_code": 124, "seconds": 90, "timed_out": True},
         "result": None,
@@ -49,9 +50,12 @@ def test_collector_records_each_part_with_its_status(tmp_path):
 
 @pytest.mark.slow
 def test_cpu_dry_run_runs_every_part_and_leaves_one_json(tmp_path):
-    """DRY_RUN=1: the GPU tests skip with their reason, the 7B table and the evaluation run at tiny shapes."""
-    data = tmp_path / "data"
-    subprocess.run([sys.executable, "-m", "tests.gpu.prepare", str(data)], cwd=REPO, check=True, timeout=900)
+    """DRY_RUN=1: the GPU tests skip with their reason, the 7B table and the evaluation run at tiny shapes.
+
+    The data are prepared as for a GPU host (or taken from VIDEOCHAT2_TEST_DATA where they were prepared)."""
+    data = Path(os.environ.get("VIDEOCHAT2_TEST_DATA") or tmp_path / "data")
+    if not (data / "synthetic" / "llm").is_dir():
+        subprocess.run([sys.executable, "-m", "tests.gpu.prepare", str(data)], cwd=REPO, check=True, timeout=900)
     out = tmp_path / "gpu_check.json"
     env = os.environ | {"DRY_RUN": "1", "PYTHON": sys.executable, "VIDEOCHAT2_TEST_DATA": str(data)}
     result = subprocess.run(["bash", str(SCRIPT), str(out)], cwd=REPO, env=env, capture_output=True, text=True)
