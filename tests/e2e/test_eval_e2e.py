@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,23 @@ def test_batched_official_protocol_agrees_with_the_per_question_loop(trained):
     assert outputs["true"].keys() == outputs["false"].keys() and len(outputs["true"]) == 36
     same = sum(outputs["true"][k] == outputs["false"][k] for k in outputs["true"])
     assert same / len(outputs["true"]) >= 0.99
+
+
+def test_torchrun_with_two_cpu_processes_gives_the_one_process_result(trained):
+    """The documented multi-GPU command, on CPUs (gloo): shards merged by rank 0, results as one process."""
+    paths = [f"paths.data_dir={trained['data']}", f"paths.output_root={trained['out']}", "run_name=t"]
+    common = [*paths, "device=cpu", "eval.num_workers=0", "eval.batch_size=4"]
+    single = evaluate(compose_eval([*common, "eval.tag=one"]))
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    result = subprocess.run(
+        [*launcher, "eval.py", *common, "eval.tag=two"], cwd=REPO, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = trained["out"] / "t" / "eval" / "synthetic-two"
+    assert not list(out.glob("predictions.rank*.jsonl"))
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 36
+    two = json.loads((out / "results.json").read_text())
+    assert two["tasks"] == single["tasks"] and two["avg"] == single["avg"]
 
 
 def test_blind_oracle_and_single_frame_baselines_get_their_own_folders(trained):

@@ -15,6 +15,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -56,9 +57,15 @@ def gpu_eval(dirs: dict[str, Path], run: str, *args: str) -> dict:
     return json.loads((dirs["out"] / run / "eval" / name / "results.json").read_text())
 
 
-def predictions(dirs: dict[str, Path], run: str, tag: str) -> dict[tuple[str, int], str]:
+def predictions(dirs: dict[str, Path], run: str, tag: str) -> dict[tuple[str, int], dict]:
     path = dirs["out"] / run / "eval" / f"synthetic-{tag}" / "predictions.jsonl"
-    return {(r["task"], r["index"]): r["letter"] for r in map(json.loads, path.read_text().splitlines())}
+    return {(r["task"], r["index"]): r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def margin(record: dict) -> float:
+    """How far the chosen letter's probability is ahead of the runner-up's."""
+    top = sorted(record["letter_probs"], reverse=True)
+    return top[0] - top[1]
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +86,20 @@ def test_three_stages_then_eval_on_the_gpu(gpu_dirs, gpu_run):
 
 
 def test_eval_on_the_gpu_agrees_with_the_cpu(gpu_dirs, gpu_run):
-    """fp16 visual autocast on the GPU (the original's precision) against fp32 on the CPU: >= 99% same letters."""
+    """fp16 visual autocast on the GPU (the original's precision) against fp32 on the CPU: >= 99% same letters.
+
+    A tiny model trained a few steps has near ties, which fp16 may flip; letters the CPU chose by less than
+    0.02 of probability are left out of the count (and their number is bounded), the rest must agree."""
     gpu_eval(gpu_dirs, "g", "device=cuda", "eval.tag=gpu")
     gpu_eval(gpu_dirs, "g", "device=cpu", "eval.tag=cpu")
     on_gpu, on_cpu = predictions(gpu_dirs, "g", "gpu"), predictions(gpu_dirs, "g", "cpu")
     assert on_gpu.keys() == on_cpu.keys()
-    assert sum(on_gpu[k] == on_cpu[k] for k in on_gpu) / len(on_gpu) >= 0.99
+    clear = [k for k in on_cpu if margin(on_cpu[k]) > 0.02]
+    assert len(clear) >= 0.75 * len(on_cpu), "too many near ties for the comparison to say anything"
+    same = sum(on_gpu[k]["letter"] == on_cpu[k]["letter"] for k in clear)
+    assert same / len(clear) >= 0.99
+    for key in on_cpu:
+        np.testing.assert_allclose(on_gpu[key]["letter_probs"], on_cpu[key]["letter_probs"], atol=0.05)
 
 
 def test_fsdp_on_one_gpu_checkpoints_sharded_resumes_and_evaluates(gpu_dirs, gpu_run):
