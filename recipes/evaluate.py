@@ -176,6 +176,9 @@ def evaluate_mvbench_benchmark(cfg: DictConfig) -> dict:
         "generate_batched": options.generate_batched if options.answerer == "generate" else None,
         "checkpoint": last_checkpoint(loaded, cfg),
         "init_from": fingerprint(list(loaded.checkpoints), cfg),
+        # Predictions made at another precision (or on another kind of device) are not reused.
+        "device": loaded.device.type,
+        "precision": loaded.placement.precision,
     }
     return evaluate_mvbench(loaded, questions, frames, family, options, out_dir, settings)
 
