@@ -74,6 +74,10 @@ meta = {
     "cuda": torch.version.cuda,
     "commit": commit or None,
 }
+# What the check's parts import: a missing one explains a failed part at a glance.
+import importlib.util
+needed = ("lightning", "transformers", "peft", "hydra", "omegaconf", "decord", "bitsandbytes", "matplotlib", "pytest")
+meta["modules_missing"] = [name for name in needed if importlib.util.find_spec(name) is None]
 if device == "cuda" and not cuda:
     meta["error"] = "no CUDA device visible: the GPU figures are not measured"
 json.dump(meta, open(sys.argv[1], "w"))

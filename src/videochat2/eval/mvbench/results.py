@@ -11,11 +11,13 @@ so an interrupted run resumes from the questions already answered.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 Record = Mapping[str, Any]
 
@@ -85,15 +87,8 @@ def plot_results(results: Mapping[str, Any], path: str | Path) -> None:
     """Per-task bars (official and strict accuracy) with each task's chance level.
 
     Drawn on an Agg canvas directly, so plotting never changes the process-wide
-    matplotlib backend of the caller. Without matplotlib (a bare GPU host) the figure is skipped with a
-    warning: results.json holds every number it shows.
+    matplotlib backend of the caller.
     """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        logging.getLogger(__name__).warning("matplotlib is not installed: %s not drawn", path)
-        return
     names = list(results["tasks"])
     tasks = [results["tasks"][n] for n in names]
     xs = range(len(names))
