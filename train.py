@@ -1,4 +1,4 @@
-"""Train one stage: `python train.py [stage=1|2|3] [overrides]` (see README and conf/train.yaml)."""
+"""Train one stage: `python train.py [stage=1|2|3] [overrides]` (see README.md and conf/train.yaml)."""
 
 import sys
 
