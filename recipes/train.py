@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
+from videochat2.plots import plot_training_curves
 from videochat2.run_layout import RunLayout, StageDir, init_chain
 from videochat2.spec import ModelSpec, spec_from_settings
 
@@ -122,4 +123,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if module.load_report is not None:
             module.load_report.write(stage_dir.load_report)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, stage_dir))
+    if trainer.global_rank == 0 and stage_dir.metrics.is_file():
+        title = f"run {cfg.run_name}, stage {cfg.stage}" + (f", job {stage_dir.job}" if stage_dir.job else "")
+        plot_training_curves(stage_dir.metrics, stage_dir.path / "curves.png", title)
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
