@@ -20,5 +20,6 @@ def test_many_loggers_write_locally_and_the_job_log_shows_progress(dirs):
     assert [p.name for p in (run_dir / "wandb").glob("offline-run-*")][0].endswith("-trk-stage1")
     log = result.stdout + result.stderr
     assert "step 2/4 | " in log and "step 4/4 | " in log and "ETA 0s" in log
+    assert "Tip" not in log and "gemm_4bit" not in log
     again = run_script("train.py", *train_overrides(dirs, run="trk", steps=4))
     assert "already finished" in again.stdout + again.stderr
