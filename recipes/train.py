@@ -7,16 +7,25 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from videochat2.device import prepare_backend
+from videochat2.plots import plot_training_curves
 from videochat2.run_layout import RunLayout, StageDir, init_chain
 from videochat2.spec import ModelSpec, spec_from_settings
 
 log = logging.getLogger(__name__)
 
-# Settings that do not change what a run computes, so a re-run may differ in them.
-VOLATILE = ("ckpt_path", "data.num_workers", "trainer.enable_progress_bar", "trainer.log_every_n_steps")
+# Settings that do not change what a run computes, so a re-run may differ in them (a key or a group prefix).
+VOLATILE = (
+    "ckpt_path",
+    "data.num_workers",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+    "logger.",
+    "callbacks.progress_log.",
+)
 
 
 def model_spec(cfg: DictConfig, stage: int | None = None) -> ModelSpec:
@@ -39,11 +48,15 @@ def resolve_ckpt_path(ckpt_path: str | None, stage_dir: StageDir) -> str | None:
     return str(stage_dir.last_checkpoint) if stage_dir.is_trained() else None
 
 
+def is_volatile(key: str) -> bool:
+    return any(key == v or (v.endswith(".") and key.startswith(v)) for v in VOLATILE)
+
+
 def config_difference(saved: DictConfig, current: DictConfig) -> str | None:
     """The first setting (dotted key) in which two resolved configs differ, ignoring VOLATILE ones."""
     flat = [_flatten(OmegaConf.to_container(c)) for c in (saved, current)]
     for key in sorted(set(flat[0]) | set(flat[1])):
-        if key not in VOLATILE and flat[0].get(key) != flat[1].get(key):
+        if not is_volatile(key) and flat[0].get(key) != flat[1].get(key):
             return f"{key}: {flat[0].get(key)!r} there, {flat[1].get(key)!r} now"
     return None
 
@@ -64,6 +77,13 @@ def check_same_run(stage_dir: StageDir, cfg: DictConfig) -> None:
             f"{stage_dir.path} holds a run with another configuration ({difference}); "
             "use another run_name, or ckpt_path=null to start over there"
         )
+
+
+def send_config_to_trackers(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """Every tracker gets the resolved config (the CSV logger's record of it is the run's config.yaml)."""
+    for logger in trainer.loggers:
+        if not isinstance(logger, CSVLogger):
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -98,6 +118,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     if trainer.strategy.root_device.type == "cuda":
         prepare_backend(trainer.strategy.root_device)
+    send_config_to_trackers(trainer, cfg)
     if trainer.global_rank == 0:
         stage_dir.path.mkdir(parents=True, exist_ok=True)
         stage_dir.config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -105,4 +126,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if module.load_report is not None:
             module.load_report.write(stage_dir.load_report)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, stage_dir))
+    if trainer.global_rank == 0 and stage_dir.metrics.is_file():
+        title = f"run {cfg.run_name}, stage {cfg.stage}" + (f", job {stage_dir.job}" if stage_dir.job else "")
+        plot_training_curves(stage_dir.metrics, stage_dir.path / "curves.png", title)
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}

@@ -29,6 +29,7 @@ from videochat2.eval.mvbench.run import (
     shard_path,
 )
 from videochat2.eval.mvbench.tasks import MVBenchQuestion
+from videochat2.plots import plot_variants
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,10 @@ def evaluate_mvbench(
         merge_shards(questions, predictions)
         results = aggregate(run_records(questions, predictions), settings)
         write_results(results, out_dir / "results.json")
-        plot_results(results, out_dir / "results.png")
+        title = f"{out_dir.name} of {out_dir.parent.parent.name}"
+        plot_results(results, out_dir / "results.png", title)
+        run_name = out_dir.parent.parent.name
+        plot_variants(out_dir.parent, settings["benchmark"], f"{settings['benchmark']} of {run_name}")
         print(format_table(results))
         log.info("results in %s", out_dir)
     distributed.barrier()
