@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared check for a lent GPU machine (at most 8 minutes on one H200): the GPU tests, the 7B stage-3
-# training table and an MVBench-sized evaluation benchmark, leaving one JSON file of figures.
+# training table, an MVBench-sized evaluation benchmark and a profile of one 7B bf16 LoRA step (where the
+# time goes), leaving one JSON file of figures.
 #
 # Before (on a machine with the package registry and PyAV, in the project root):
 #   bash ../shared/tools/device_site.sh                      # hydra, omegaconf, decord, bitsandbytes -> .device_site/
@@ -39,12 +40,14 @@ if [ "$DRY" = 1 ]; then
   DEVICE=cpu
   TRAIN_ARGS=(--llm7b --small --device cpu --steps 1)
   EVAL_ARGS=(--model-shape tiny --device cpu --questions 32 --sample-batches 1 --batch-size 4 --workers 1 --per-task 1)
-  LIMITS=(240 240 240)
+  PROFILE_ARGS=(--llm7b --small --device cpu --profile 2)
+  LIMITS=(240 240 240 240)
 else
   DEVICE=cuda
   TRAIN_ARGS=(--llm7b --steps 2 --batches 1,8)
   EVAL_ARGS=(--model-shape 7b --questions 4000 --sample-batches 6 --batch-size 16 --workers 8 --per-task 5)
-  LIMITS=(225 150 80)
+  PROFILE_ARGS=(--llm7b --profile 4)
+  LIMITS=(210 140 75 50)
 fi
 
 # part NAME LIMIT_S COMMAND...: run it under its limit, log to WORK/NAME.log, record "exit seconds".
@@ -88,10 +91,11 @@ part tests "${LIMITS[0]}" "$PY" -m pytest -q -p no:cacheprovider tests/gpu --jun
 part train "${LIMITS[1]}" "$PY" benchmarks/train_throughput.py "${TRAIN_ARGS[@]}"
 part eval "${LIMITS[2]}" "$PY" benchmarks/eval_throughput.py "${EVAL_ARGS[@]}" \
   --benchmark-root "$VIDEOCHAT2_TEST_DATA/synthetic/mvbench"
+part profile "${LIMITS[3]}" "$PY" benchmarks/train_throughput.py "${PROFILE_ARGS[@]}"
 
 "$PY" benchmarks/gpu_check_collect.py "$WORK" "$RESULT"
 failed=0
-for name in tests train eval; do
+for name in tests train eval profile; do
   read -r code _ <"$WORK/$name.status"
   [ "$code" = 0 ] || { echo "part $name exited $code (log: $WORK/$name.log)" >&2; failed=1; }
 done

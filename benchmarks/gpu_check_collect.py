@@ -2,8 +2,8 @@
 
     python benchmarks/gpu_check_collect.py WORK_DIR OUT_JSON
 
-WORK_DIR holds what the script's parts left: `tests.xml` (pytest's JUnit report), `train.log` and
-`eval.log` (each benchmark prints a JSON object as its last JSON line), and `<part>.status` files
+WORK_DIR holds what the script's parts left: `tests.xml` (pytest's JUnit report), `train.log`, `eval.log`
+and `profile.log` (each benchmark prints a JSON object as its last JSON line), and `<part>.status` files
 (`<exit code> <seconds>`). A part that failed or timed out is recorded as such, never dropped.
 """
 
@@ -86,6 +86,7 @@ def collect(work: Path, meta: dict | None = None) -> dict:
             "rows_so_far": partial_rows(work / "train.log", "llm7b_row"),
         },
         "eval_mvbench_sized": {"status": status(work, "eval"), "result": last_json(work / "eval.log")},
+        "train_7b_profile": {"status": status(work, "profile"), "result": last_json(work / "profile.log")},
     }
 
 

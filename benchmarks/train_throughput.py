@@ -3,6 +3,7 @@
     python benchmarks/train_throughput.py --stage 1|2|3 [--steps 10] [--device cpu|cuda]
     python benchmarks/train_throughput.py --ddp [--steps 10]      # stage 1: 2 gloo processes vs 1, on the CPU
     python benchmarks/train_throughput.py --llm7b [--steps 5]     # stage 3, 7B-shaped LLM: LoRA vs QLoRA (CUDA)
+    python benchmarks/train_throughput.py --llm7b --profile 4     # where a bf16 LoRA step's time goes, batch 4
 
 Random inputs and randomly initialised LLMs stand in for data and weights, so the numbers measure the
 model step alone (forward, backward, optimizer). Prints a table, then one JSON object with the figures
@@ -293,8 +294,9 @@ def measure_llm7b(
     qformer: QFormerConfig,
     frames: int,
     text_len: int,
+    profile: bool = False,
 ) -> dict:
-    """Stage 3 (UMT-L, Q-Former, LoRA on a 7B-shaped LLM) under bf16 autocast."""
+    """Stage 3 (UMT-L, Q-Former, LoRA on a 7B-shaped LLM) under bf16 autocast; `profile`: where the time goes."""
     torch.manual_seed(0)
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -337,14 +339,68 @@ def measure_llm7b(
         "step_s": round(seconds / steps, 3),
         "peak_memory_mb": round(peak_memory_mb(device), 1),
     }
+    if profile:
+        row["profile"] = profile_steps(step, model, device)
     return row
 
 
-def llm7b_rows(steps: int, device: torch.device, small: bool, batches: list[int] | None = None) -> list[dict]:
-    """bf16 LoRA vs QLoRA, with and without checkpointing, at batch 1 and the largest batch that fits.
+def profile_steps(step, model: VideoChat2, device: torch.device, steps: int = 2, top: int = 15) -> dict:
+    """The ops that take a training step's time (device time on a GPU), and the forward time of each component.
 
-    `batches`: the batch sizes tried, in increasing order (default 1 to 32; fewer keep a timed check short).
+    Forward ranges are labelled with hooks (`forward:vision_encoder|qformer|llm`); the backward pass shows in
+    the op list (e.g. the attention and matmul backward kernels).
     """
+    from torch.profiler import ProfilerActivity, record_function
+    from torch.profiler import profile as torch_profile
+
+    cuda = device.type == "cuda"
+    ranges: dict[str, record_function] = {}
+    handles = []
+    for name, part in (("vision_encoder", model.vision_encoder), ("qformer", model.qformer.bert), ("llm", model.llm)):
+
+        def enter(module, args, name=name):
+            ranges[name] = record_function(f"forward:{name}")
+            ranges[name].__enter__()
+
+        def leave(module, args, output, name=name):
+            ranges.pop(name).__exit__(None, None, None)
+
+        handles += [part.register_forward_pre_hook(enter), part.register_forward_hook(leave)]
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch_profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if cuda:
+            torch.cuda.synchronize(device)
+    for handle in handles:
+        handle.remove()
+    events = prof.key_averages()
+    self_key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    total_key = "device_time_total" if cuda else "cpu_time_total"
+    total = sum(getattr(e, self_key) for e in events) or 1.0
+    ops = sorted((e for e in events if not e.key.startswith("forward:")), key=lambda e: -getattr(e, self_key))
+    return {
+        "time": "device" if cuda else "cpu",
+        "step_ms": round(total / 1000 / steps, 1),
+        "forward_ms": {
+            e.key.removeprefix("forward:"): round(getattr(e, total_key) / 1000 / steps, 1)
+            for e in events
+            if e.key.startswith("forward:")
+        },
+        "top_ops": [
+            {
+                "op": e.key,
+                "ms_per_step": round(getattr(e, self_key) / 1000 / steps, 2),
+                "share": round(getattr(e, self_key) / total, 3),
+                "calls_per_step": e.count // steps,
+            }
+            for e in ops[:top]
+        ],
+    }
+
+
+def llm7b_setup(small: bool) -> tuple[dict, VisionConfig, QFormerConfig, int, int, list[int]]:
+    """LLM shape, ViT, Q-Former, frames, answer tokens and the default batch sizes (`small`: a CPU-sized check)."""
     if small:  # the same code path at a CPU-sized shape, to check it runs
         shape = dict(
             vocab_size=1000,
@@ -354,20 +410,34 @@ def llm7b_rows(steps: int, device: torch.device, small: bool, batches: list[int]
             num_attention_heads=4,
             num_key_value_heads=4,
         )
-        vision, qformer, frames, text_len = VisionConfig.tiny(), QFormerConfig.tiny(vocab_size=1000), 4, 32
-        batches = batches or [1, 2]
-    else:
-        shape = dict(
-            vocab_size=32000,
-            hidden_size=4096,
-            intermediate_size=11008,
-            num_hidden_layers=32,
-            num_attention_heads=32,
-            num_key_value_heads=32,
-            max_position_embeddings=2048,
-        )
-        vision, qformer = VisionConfig.umt_l16(img_size=224), QFormerConfig.bert_base(num_query_tokens=96)
-        frames, text_len, batches = 8, 512, batches or [1, 2, 4, 8, 16, 32]
+        return shape, VisionConfig.tiny(), QFormerConfig.tiny(vocab_size=1000), 4, 32, [1, 2]
+    shape = dict(
+        vocab_size=32000,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=2048,
+    )
+    vision, qformer = VisionConfig.umt_l16(img_size=224), QFormerConfig.bert_base(num_query_tokens=96)
+    return shape, vision, qformer, 8, 512, [1, 2, 4, 8, 16, 32]
+
+
+def llm7b_profile(batch: int, device: torch.device, small: bool) -> dict:
+    """One bf16 LoRA configuration (no checkpointing) timed and profiled: where its step time goes."""
+    shape, vision, qformer, frames, text_len, _ = llm7b_setup(small)
+    row = measure_llm7b(shape, False, False, batch, 2, device, vision, qformer, frames, text_len, profile=True)
+    return {"benchmark": "llm7b_profile", **row}
+
+
+def llm7b_rows(steps: int, device: torch.device, small: bool, batches: list[int] | None = None) -> list[dict]:
+    """bf16 LoRA vs QLoRA, with and without checkpointing, at batch 1 and the largest batch that fits.
+
+    `batches`: the batch sizes tried, in increasing order (default 1 to 32; fewer keep a timed check short).
+    """
+    shape, vision, qformer, frames, text_len, default_batches = llm7b_setup(small)
+    batches = batches or default_batches
     rows = []
     for qlora in (False, True):
         for checkpointing in (False, True):
@@ -405,6 +475,7 @@ def main() -> None:
     parser.add_argument("--llm7b", action="store_true", help="stage 3 with a 7B-shaped LLM: LoRA vs QLoRA (CUDA)")
     parser.add_argument("--small", action="store_true", help="with --llm7b: a tiny shape, to check the path on a CPU")
     parser.add_argument("--batches", help="with --llm7b: batch sizes tried, e.g. 1,4,8 (default 1,2,4,8,16,32)")
+    parser.add_argument("--profile", type=int, metavar="BATCH", help="with --llm7b: profile bf16 LoRA at BATCH")
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.ddp:
@@ -415,6 +486,9 @@ def main() -> None:
     if args.llm7b:
         if device.type != "cuda" and not args.small:
             print("--llm7b needs a CUDA device (none here); --small runs the same path at a tiny shape")
+            return
+        if args.profile:
+            print(json.dumps(llm7b_profile(args.profile, device, args.small)))
             return
         batches = [int(b) for b in args.batches.split(",")] if args.batches else None
         rows = llm7b_rows(args.steps, device, args.small, batches)

@@ -69,3 +69,5 @@ def test_cpu_dry_run_runs_every_part_and_leaves_one_json(tmp_path):
     evaluation = figures["eval_mvbench_sized"]["result"]
     assert evaluation["shape"] == "tiny" and evaluation["decode_clips"] > 0
     assert evaluation["vit_qformer_s"] > 0 and evaluation["llm_generate_s"] > 0
+    profile = figures["train_7b_profile"]["result"]["profile"]
+    assert set(profile["forward_ms"]) == {"vision_encoder", "qformer", "llm"} and profile["top_ops"]
