@@ -282,4 +282,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if launched_world_size() > 1 and cfg.benchmark.kind != "mvbench":
         raise SystemExit(f"eval.py: {cfg.benchmark.kind} runs in one process; start it without torchrun")
     init_from_launcher(placement.device)
-    return kinds[cfg.benchmark.kind](cfg)
+    try:
+        return kinds[cfg.benchmark.kind](cfg)
+    except DeviceError as error:  # e.g. a 4-bit LLM asked to run on the CPU
+        raise SystemExit(f"eval.py: {error}") from None
