@@ -133,6 +133,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--pretrained", default="data/pretrained", help="BERT and LLM directories for official files")
     parser.add_argument("--trust-checkpoint", action="store_true", help="read pickles with arbitrary objects")
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="let the LLM directory's own Python code run (never implied)"
+    )
     return parser.parse_args(argv)
 
 
@@ -142,7 +145,12 @@ def media_settings(args: argparse.Namespace, trained: MediaConfig) -> MediaConfi
 
 
 def session_from_args(args: argparse.Namespace) -> ChatSession:
-    loaded = load_model(args.ckpt, pretrained_root=args.pretrained, trust_checkpoint=args.trust_checkpoint)
+    loaded = load_model(
+        args.ckpt,
+        pretrained_root=args.pretrained,
+        trust_checkpoint=args.trust_checkpoint,
+        trust_remote_code=args.trust_remote_code,
+    )
     media_type = "image" if args.image else ("frame" if Path(args.video).is_dir() else "video")
     pixels = read_pixels(args.image or args.video, media_type, media_settings(args, loaded.spec.media), args.sample)
     generation = {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample}

@@ -58,9 +58,18 @@ def write_llm(loaded: LoadedModel, out_dir: Path, merge_lora: bool) -> LLMConfig
     return config
 
 
-def export(run_dir: str | Path, out_dir: str | Path, merge_lora: bool = False, trust: bool = False) -> Path:
-    """Write the export of `run_dir` (a run or stage directory, another export, or an official file) to `out_dir`."""
-    loaded = load_model(run_dir, trust_checkpoint=trust)
+def export(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    merge_lora: bool = False,
+    trust: bool = False,
+    trust_remote_code: bool = False,
+) -> Path:
+    """Write the export of `run_dir` (a run or stage directory, another export, or an official file) to `out_dir`.
+
+    Trust settings are this call's arguments only, never read from `run_dir`, and never written to the export.
+    """
+    loaded = load_model(run_dir, trust_checkpoint=trust, trust_remote_code=trust_remote_code)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_parts(loaded, out_dir)
@@ -86,8 +95,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir")
     parser.add_argument("--merge-lora", action="store_true", help="merge the LoRA adapter into a full LLM copy")
     parser.add_argument("--trust-checkpoint", action="store_true", help="read pickles with arbitrary objects")
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="let the LLM directory's own Python code run (never implied)"
+    )
     args = parser.parse_args(argv)
-    out = export(args.run_dir, args.out_dir, args.merge_lora, args.trust_checkpoint)
+    out = export(args.run_dir, args.out_dir, args.merge_lora, args.trust_checkpoint, args.trust_remote_code)
     print(f"exported {args.run_dir} to {out}")
 
 
