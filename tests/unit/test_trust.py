@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from safetensors.torch import save_file
 
 from videochat2.builder import build_model
 from videochat2.chat import main as chat_main
 from videochat2.data.synthetic import train_tokenizers
-from videochat2.export import export
+from videochat2.export import PARTS, export
 from videochat2.loader import load_model
 from videochat2.models.alignment import AlignmentConfig
 from videochat2.models.llm import LLMConfig
@@ -125,10 +127,6 @@ def planted_export(root: Path, tokenizers: Path, marker: Path) -> Path:
     spec = tiny_spec(tokenizers)
     torch.manual_seed(0)
     state = build_model(spec).model.state_dict()
-    from safetensors.torch import save_file
-
-    from videochat2.export import PARTS
-
     out.mkdir(parents=True)
     for filename, prefixes in PARTS.items():
         save_file({k: v.contiguous() for k, v in state.items() if k.startswith(prefixes)}, out / filename)
@@ -143,8 +141,6 @@ def planted_export(root: Path, tokenizers: Path, marker: Path) -> Path:
         },
         "config.json",
     )
-    import shutil
-
     shutil.copytree(tokenizers / "llm", out / "tokenizers" / "llm")
     shutil.copytree(tokenizers / "qformer", out / "tokenizers" / "qformer")
     plant_remote_code(
@@ -225,8 +221,6 @@ def test_a_tokenizer_with_planted_code_is_refused_without_asking(tmp_path, token
     from videochat2.models.llm import load_tokenizer
 
     directory = tmp_path / "tok"
-    import shutil
-
     shutil.copytree(tokenizers / "llm", directory)
     plant_remote_code(
         directory,
