@@ -136,6 +136,7 @@ def answer_options(cfg: DictConfig) -> AnswerOptions:
         cfg.eval.batch_size,
         cfg.eval.num_workers,
         cfg.eval.cache_dir,
+        bool(cfg.benchmark.get("strict_media", False)),
     )
 
 

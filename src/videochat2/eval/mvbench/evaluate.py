@@ -35,6 +35,8 @@ class AnswerOptions:
     batch_size: int = 8
     num_workers: int = 0
     cache_dir: str | None = None
+    # Stop at the first unreadable clip instead of scoring its question wrong (benchmark.strict_media).
+    strict_media: bool = False
 
     def __post_init__(self) -> None:
         if self.blind and self.oracle:
@@ -80,7 +82,7 @@ def answer_pending(
     dataset = MVBenchDataset(todo, frames, FrameCache(options.cache_dir), blind=options.blind or options.oracle)
     loader = question_loader(dataset, collate, options.batch_size, options.num_workers)
     answerer = build_answerer(options.answerer, model, loaded.llm_tokenizer, family, options.max_new_tokens)
-    return answer_questions(loader, answerer, options.answerer, predictions)
+    return answer_questions(loader, answerer, options.answerer, predictions, options.strict_media)
 
 
 def evaluate_mvbench(
