@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 
 from videochat2.builder import LoadedModel
+from videochat2.checkpoints import CheckpointError
 from videochat2.data.conversation import build_conversation
 from videochat2.data.transforms import FrameTransform
-from videochat2.data.video import FrameSampling, read_media
+from videochat2.data.video import FrameSampling, MediaReadError, read_media
 from videochat2.eval.mvbench.answerers import letter_token_ids
 from videochat2.loader import load_model
 from videochat2.prompts import PROMPT_FAMILIES, build_prompt, option_letter
@@ -33,6 +34,11 @@ from videochat2.spec import MediaConfig
 # Stands for the answer still to come: the prompt is the rendered conversation cut where it begins.
 ANSWER_SLOT = "\x00"
 EXIT_WORDS = ("exit", "quit", ":q")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class UsageError(ValueError):
+    """A mistake in the command line, found before the model is loaded."""
 
 
 @dataclass
@@ -139,6 +145,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Everything about the command line that can be wrong, checked before minutes of model loading."""
+    if args.question is not None and not args.question.strip():
+        raise UsageError("the question is empty: ask something, or leave it out for a multi-turn prompt")
+    if args.options is not None and args.question is None:
+        raise UsageError("--options needs a question")
+    media = Path(args.image or args.video)
+    if not media.exists():
+        raise UsageError(f"{media}: no such {'image' if args.image else 'video'} file")
+    if args.video and media.suffix.lower() in IMAGE_SUFFIXES:
+        raise UsageError(f"{media} is an image: pass it with --image")
+    if args.image and media.is_dir():
+        raise UsageError(f"{media} is a folder: pass a folder of frames with --video")
+
+
 def media_settings(args: argparse.Namespace, trained: MediaConfig) -> MediaConfig:
     overrides = {"num_frames": args.num_frames, "image_size": args.image_size, "normalization": args.normalization}
     return replace(trained, **{k: v for k, v in overrides.items() if v is not None})
@@ -173,10 +194,17 @@ def interactive(session: ChatSession, read=input, write=print) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit with one line, not a traceback, for anything the user can fix (paths, checkpoints, media)."""
     args = parse_args(argv)
+    try:
+        check_args(args)
+        return run(args)
+    except (ValueError, OSError, MediaReadError, CheckpointError) as err:
+        sys.exit(f"error: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}")
+
+
+def run(args: argparse.Namespace) -> int:
     session = session_from_args(args)
-    if args.options and not args.question:
-        sys.exit("--options needs a question")
     if args.options:
         print(session.choose(args.question, [o.strip() for o in args.options.split("|")]))
     elif args.question:

@@ -121,7 +121,8 @@ def _torch_load(path: Path, trust: bool) -> object:
         reason = found.group(1).strip() if found else "an object outside the allowed set"
         raise CheckpointError(
             f"{path} holds pickled objects other than tensors and plain containers ({reason}); refusing to "
-            "run its code. If you trust where the file comes from, pass trust_checkpoint=true"
+            "run its code. If you trust where the file comes from, pass model.trust_checkpoint=true (train.py, "
+            "eval.py) or --trust-checkpoint (videochat2-chat, videochat2.export)"
         ) from None
 
 

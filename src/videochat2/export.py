@@ -16,6 +16,8 @@ Without --merge-lora the base LLM is not copied: config.json names the directory
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from peft import PeftModel
 from safetensors.torch import save_file
 
 from videochat2.builder import LoadedModel
-from videochat2.checkpoints import EXPORT_CONFIG, EXPORT_LORA
+from videochat2.checkpoints import EXPORT_CONFIG, EXPORT_LORA, CheckpointError
 from videochat2.loader import load_model
 from videochat2.models.llm import LLMConfig
 from videochat2.spec import write_spec
@@ -58,19 +60,32 @@ def write_llm(loaded: LoadedModel, out_dir: Path, merge_lora: bool) -> LLMConfig
     return config
 
 
+def prepare_output(out_dir: Path, source: Path, overwrite: bool) -> None:
+    """Refuse a directory that already holds files (old parts would mix with new ones), or clear it."""
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return
+    if not overwrite:
+        raise FileExistsError(f"{out_dir} is not empty; export into a new directory or pass --overwrite to replace it")
+    if source.resolve() == out_dir.resolve() or out_dir.resolve() in source.resolve().parents:
+        raise ValueError(f"{out_dir} holds the model being exported; export into another directory")
+    shutil.rmtree(out_dir)
+
+
 def export(
     run_dir: str | Path,
     out_dir: str | Path,
     merge_lora: bool = False,
     trust: bool = False,
     trust_remote_code: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Write the export of `run_dir` (a run or stage directory, another export, or an official file) to `out_dir`.
 
     Trust settings are this call's arguments only, never read from `run_dir`, and never written to the export.
     """
-    loaded = load_model(run_dir, trust_checkpoint=trust, trust_remote_code=trust_remote_code)
     out_dir = Path(out_dir)
+    prepare_output(out_dir, Path(run_dir), overwrite)
+    loaded = load_model(run_dir, trust_checkpoint=trust, trust_remote_code=trust_remote_code)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_parts(loaded, out_dir)
     llm_config = write_llm(loaded, out_dir, merge_lora)
@@ -98,8 +113,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--trust-remote-code", action="store_true", help="let the LLM directory's own Python code run (never implied)"
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace what out_dir already holds")
     args = parser.parse_args(argv)
-    out = export(args.run_dir, args.out_dir, args.merge_lora, args.trust_checkpoint, args.trust_remote_code)
+    try:
+        out = export(
+            args.run_dir, args.out_dir, args.merge_lora, args.trust_checkpoint, args.trust_remote_code, args.overwrite
+        )
+    except (ValueError, OSError, CheckpointError) as err:
+        sys.exit(f"error: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}")
     print(f"exported {args.run_dir} to {out}")
 
 
