@@ -288,10 +288,30 @@ def test_same_seed_same_bytes_and_cache_is_reused(root, tmp_path):
     assert time.perf_counter() - start < 1.0 and (root / "MANIFEST.json").stat().st_mtime_ns == stamp
 
 
-def test_new_settings_replace_the_set_whole(tmp_path):
+def test_new_settings_refuse_to_replace_a_built_set(tmp_path):
+    """Finding 6: other settings silently rebuilt the root under existing runs (and deleted its LLM)."""
     target = tmp_path / "set"
     syn.build(target, **TINY)
-    syn.build(target, **{**TINY, "seed": 6, "retrieval_videos": 1})
+    (target / "llm").mkdir()  # what stage 2 pretrains under the root
+    with pytest.raises(FileExistsError, match=r"seed=5 \(now 6\).*data.root=.*--replace") as refused:
+        syn.build(target, **{**TINY, "seed": 6})
+    assert "\n" not in str(refused.value)
+    assert (target / "llm").is_dir() and json.loads((target / "MANIFEST.json").read_text())["seed"] == 5
+
+
+def test_module_import_does_not_need_pyav():
+    """Reading a built set (annotations, tokenizers) must not need the encoder library."""
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['av'] = None; import videochat2.data.synthetic"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_new_settings_replace_the_set_whole_when_asked(tmp_path):
+    target = tmp_path / "set"
+    syn.build(target, **TINY)
+    syn.build(target, **{**TINY, "seed": 6, "retrieval_videos": 1}, replace=True)
     manifest = json.loads((target / "MANIFEST.json").read_text())
     assert manifest["seed"] == 6
     on_disk = {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()} - {"MANIFEST.json"}
