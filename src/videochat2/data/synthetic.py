@@ -61,6 +61,7 @@ import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -550,8 +551,17 @@ def render(clip: Clip, size: int = 64) -> np.ndarray:
     return video
 
 
+# Reproducible x264: no macroblock tree and no rate-control or sync lookahead (see write_mp4).
+X264_PARAMS = "mbtree=0:rc-lookahead=0:sync-lookahead=0"
+
+
 def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
-    """H.264 in MP4 with one encoder thread and fixed options, so the bytes depend only on the frames."""
+    """H.264 in MP4, single-threaded, with fixed options, so the bytes depend only on the frames.
+
+    x264's macroblock-tree rate control (with its lookahead) made about one clip in a few hundred encode
+    differently from one build to the next, even on one thread; without it every encode of the same
+    frames is the same file (tests/unit/test_synthetic.py builds twice and compares every byte).
+    """
     import av  # only a build needs the encoder: readers of a built set import this module without PyAV
 
     with av.open(str(path), "w", format="mp4") as container:
@@ -559,9 +569,13 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.thread_count = 1
-        stream.options = {"crf": "12", "preset": "fast", "threads": "1"}
-        for array in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+        stream.options = {"crf": "12", "preset": "fast", "threads": "1", "x264-params": X264_PARAMS}
+        for index, array in enumerate(frames):
+            # Converted to the encoder's format here, and timestamped explicitly, so the encoder gets
+            # exactly the same input every time.
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = index, Fraction(1, fps)
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
