@@ -5,7 +5,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from recipes.cli import quote_stage_overrides
+from recipes.cli import quiet_framework_tips, quote_stage_overrides
 from recipes.evaluate import evaluate
 from recipes.schema import register
 
@@ -17,5 +17,6 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     register()
+    quiet_framework_tips()
     sys.argv = quote_stage_overrides(sys.argv)
     main()

@@ -1,11 +1,11 @@
-"""Train one stage: `python train.py [stage=1|2|3] [overrides]` (see README and conf/train.yaml)."""
+"""Train one stage: `python train.py [stage=1|2|3] [overrides]` (see README.md and conf/train.yaml)."""
 
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from recipes.cli import quote_stage_overrides
+from recipes.cli import quiet_framework_tips, quote_stage_overrides
 from recipes.schema import register
 from recipes.train import train
 
@@ -17,5 +17,6 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     register()
+    quiet_framework_tips()
     sys.argv = quote_stage_overrides(sys.argv)
     main()

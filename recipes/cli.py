@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 _STAGE = re.compile(r"(?P<key>stage|\+stage|~stage)=(?P<values>[0-9]+(?:,[0-9]+)*)")
@@ -22,3 +23,12 @@ def quote_stage_overrides(args: list[str]) -> list[str]:
             arg = f"{match['key']}={values}"
         quoted.append(arg)
     return quoted
+
+
+def _not_a_tip(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("💡 Tip")
+
+
+def quiet_framework_tips() -> None:
+    """Lightning advertises cloud services in the job log at every start; a log is for the run."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_a_tip)

@@ -10,11 +10,13 @@ with the key named.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from videochat2.models.alignment import AlignmentConfig
 from videochat2.models.llm import LLMConfig
@@ -48,8 +50,20 @@ def overrides_schema(cls: type) -> type:
     return dataclasses.make_dataclass(f"{cls.__name__}Node", fields)
 
 
+def run_id(run_dir: str, output_root: str) -> str:
+    """A tracker's id for a run directory: `default-stage3-1` for `outputs/default/stage3/1`.
+
+    Derived from the directory, never from time, so a resumed or requeued job continues the same tracked run.
+    """
+    relative = os.path.relpath(os.path.abspath(run_dir), os.path.abspath(output_root))
+    return relative.replace(os.sep, "-")
+
+
 def register() -> None:
-    """Store the schemas as `schema/<component>`; conf/model/default.yaml puts them under `model.*`."""
+    """Store the schemas as `schema/<component>` (conf/model/default.yaml puts them under `model.*`), and the
+    resolvers the configs use."""
+    if not OmegaConf.has_resolver("run_id"):
+        OmegaConf.register_new_resolver("run_id", run_id)
     store = ConfigStore.instance()
     for name, cls in COMPONENTS.items():
         store.store(group="schema", name=name, node=overrides_schema(cls))

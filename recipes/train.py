@@ -8,11 +8,13 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_modules.checkpoint_io import AtomicCheckpointIO
 from videochat2.checkpoints import CheckpointError, read_checkpoint
+from videochat2.plots import plot_training_curves
 from videochat2.run_layout import RunLayout, StageDir, init_chain
 from videochat2.run_lock import RunLock
 from videochat2.spec import ModelSpec, spec_from_settings
@@ -29,10 +31,17 @@ LOWER_BOUNDS = (
     ("trainer.max_steps", 1, "optimizer steps"),
 )
 # Files a fresh start replaces; left from an earlier attempt they would mix two runs.
-RUN_RECORDS = ("metrics.csv", "summary.json", "skipped_media.txt")
+RUN_RECORDS = ("metrics.csv", "summary.json", "skipped_media.txt", "curves.png")
 
-# Settings that do not change what a run computes, so a re-run may differ in them.
-VOLATILE = ("ckpt_path", "data.num_workers", "trainer.enable_progress_bar", "trainer.log_every_n_steps")
+# Settings that do not change what a run computes, so a re-run may differ in them (a key or a group prefix).
+VOLATILE = (
+    "ckpt_path",
+    "data.num_workers",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+    "logger.",
+    "callbacks.progress_log.",
+)
 
 
 def model_spec(cfg: DictConfig, stage: int | None = None) -> ModelSpec:
@@ -101,11 +110,15 @@ def clear_for_fresh_start(stage_dir: StageDir) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def is_volatile(key: str) -> bool:
+    return any(key == v or (v.endswith(".") and key.startswith(v)) for v in VOLATILE)
+
+
 def config_difference(saved: DictConfig, current: DictConfig) -> str | None:
     """The first setting (dotted key) in which two resolved configs differ, ignoring VOLATILE ones."""
     flat = [_flatten(OmegaConf.to_container(c)) for c in (saved, current)]
     for key in sorted(set(flat[0]) | set(flat[1])):
-        if key not in VOLATILE and flat[0].get(key) != flat[1].get(key):
+        if not is_volatile(key) and flat[0].get(key) != flat[1].get(key):
             return f"{key}: {flat[0].get(key)!r} there, {flat[1].get(key)!r} now"
     return None
 
@@ -126,6 +139,13 @@ def check_same_run(stage_dir: StageDir, cfg: DictConfig) -> None:
             f"{stage_dir.path} holds a run with another configuration ({difference}); "
             "use another run_name, or ckpt_path=null to start over there"
         )
+
+
+def send_config_to_trackers(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """Every tracker gets the resolved config (the CSV logger's record of it is the run's config.yaml)."""
+    for logger in trainer.loggers:
+        if not isinstance(logger, CSVLogger):
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -174,6 +194,7 @@ def fit(cfg: DictConfig, stage_dir: StageDir) -> dict[str, float]:
         logger=[instantiate(c) for c in cfg.logger.values()] or False,
         plugins=[AtomicCheckpointIO()],
     )
+    send_config_to_trackers(trainer, cfg)
     if trainer.global_rank == 0:
         if ckpt_path is None:
             clear_for_fresh_start(stage_dir)
@@ -184,4 +205,7 @@ def fit(cfg: DictConfig, stage_dir: StageDir) -> dict[str, float]:
             module.load_report.write(stage_dir.load_report)
     # weights_only explicit: Lightning's default (None) defers to torch's, which was unsafe before torch 2.6.
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not trust)
+    if trainer.global_rank == 0 and stage_dir.metrics.is_file():
+        title = f"run {cfg.run_name}, stage {cfg.stage}" + (f", job {stage_dir.job}" if stage_dir.job else "")
+        plot_training_curves(stage_dir.metrics, stage_dir.path / "curves.png", title)
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}

@@ -74,6 +74,10 @@ class StageDir:
     def load_report(self) -> Path:
         return self.path / "load_report.json"
 
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.csv"
+
     def is_trained(self) -> bool:
         return self.last_checkpoint.exists()
 

@@ -97,6 +97,7 @@ def test_blind_oracle_and_single_frame_baselines_get_their_own_folders(trained):
     assert blind["settings"]["blind"] and single["settings"]["frames"] == 1 and oracle["settings"]["oracle"]
     for name in ("synthetic-blind", "synthetic-1f", "synthetic-oracle"):
         assert (trained["out"] / "t" / "eval" / name / "results.json").is_file()
+    assert (trained["out"] / "t" / "eval" / "synthetic-variants.png").stat().st_size > 0
     with pytest.raises(ValueError, match="opposite baselines"):
         evaluate(compose_eval([*paths, "eval.blind=true", "eval.oracle=true"]))
 

@@ -30,7 +30,7 @@ def losses(run_dir: Path) -> list[float]:
 
 def test_stage1_leaves_the_documented_run_directory(chained_run):
     run_dir = chained_run / "stage1"
-    for name in ("config.yaml", "checkpoints/last.ckpt", "metrics.csv", "summary.json"):
+    for name in ("config.yaml", "checkpoints/last.ckpt", "metrics.csv", "summary.json", "curves.png"):
         assert (run_dir / name).is_file(), name
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["finished"] and summary["steps"] == 3

@@ -279,7 +279,7 @@ def test_aggregate_total_weighted_vs_macro():
 
 def test_plot_results_writes_png(tmp_path):
     path = tmp_path / "results.png"
-    plot_results(aggregate(_hand_made_records()), path)
+    plot_results(aggregate(_hand_made_records()), path, "mvbench of run")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

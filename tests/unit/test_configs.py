@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -172,3 +174,21 @@ def test_model_sizes_do_not_follow_the_data_settings():
 
     small, large = (model_spec(compose_train(["stage=2", f"data.image_size={s}"])) for s in (64, 224))
     assert small.vision == large.vision and small.qformer == large.qformer
+
+
+def documented_commands(script: str) -> list[list[str]]:
+    """The override lists of every `python <script> ...` command the README and docs/ show (not shell templates)."""
+    pages = [CONF.parent / "README.md", *sorted((CONF.parent / "docs").glob("*.md"))]
+    text = "\n".join(page.read_text().replace("\\\n", " ") for page in pages)
+    lines = re.findall(rf"`?python {script} ([^`\n#|]*)", text)
+    return [shlex.split(line) for line in lines if "$" not in line]
+
+
+@pytest.mark.parametrize("script", ["train.py", "eval.py"])
+def test_every_command_the_docs_show_composes(script):
+    commands = documented_commands(script)
+    assert len(commands) >= 4
+    for args in commands:
+        jobs = sweep_jobs([a for a in args if a != "-m"]) if "-m" in args else [args]
+        for job in jobs:
+            compose_train(job, config_name=script.removesuffix(".py"))

@@ -285,7 +285,7 @@ def test_main_branch_layout_runs_end_to_end(model, tokenizer, tmp_path):
     records = run(model, tokenizer, questions, tmp_path / "p.jsonl", 3, FrameCache(tmp_path / "c"))
     results = aggregate(records, {"frames": SPEC.num_frames})
     write_results(results, tmp_path / "results.json")
-    plot_results(results, tmp_path / "results.png")
+    plot_results(results, tmp_path / "results.png", "synthetic of run")
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["n"] == 4 and set(saved["tasks"]) == {"Action Sequence", "Episodic Reasoning"}
     assert {"n", "correct", "acc", "acc_strict", "chance", "missing_media", "unparsed"} <= set(

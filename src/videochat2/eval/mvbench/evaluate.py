@@ -17,6 +17,7 @@ from videochat2.eval.mvbench.data import FrameCache, FrameSpec, MVBenchCollator,
 from videochat2.eval.mvbench.results import aggregate, format_table, plot_results, write_results
 from videochat2.eval.mvbench.run import answer_questions, missing_media, pending_questions, question_loader, run_records
 from videochat2.eval.mvbench.tasks import MVBenchQuestion
+from videochat2.plots import plot_variants
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,9 @@ def evaluate_mvbench(
         log.info("answered %d questions", answer_pending(loaded, frames, family, todo, predictions, options))
     results = aggregate(run_records(questions, predictions), settings)
     write_results(results, out_dir / "results.json")
-    plot_results(results, out_dir / "results.png")
+    title = f"{out_dir.name} of {out_dir.parent.parent.name}"
+    plot_results(results, out_dir / "results.png", title)
+    plot_variants(out_dir.parent, settings["benchmark"], f"{settings['benchmark']} of {out_dir.parent.parent.name}")
     print(format_table(results))
     log.info("results in %s", out_dir)
     return results

@@ -83,8 +83,9 @@ def format_table(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_results(results: Mapping[str, Any], path: str | Path) -> None:
-    """Per-task bars (official and strict accuracy) with each task's chance level.
+def plot_results(results: Mapping[str, Any], path: str | Path, title: str) -> None:
+    """Per-task bars (official and strict accuracy) with each task's chance level, under `title` (which
+    benchmark, run and variant: a picture travels without its directory).
 
     Drawn on an Agg canvas directly, so plotting never changes the process-wide
     matplotlib backend of the caller.
@@ -103,7 +104,7 @@ def plot_results(results: Mapping[str, Any], path: str | Path) -> None:
     ax.set_xticks(list(xs), names, rotation=60, ha="right", fontsize=8)
     ax.set_ylim(0, 100)
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"MVBench: avg {results['avg']:.1f} (strict {results['avg_strict']:.1f}), n={results['n']}")
+    ax.set_title(f"{title}: avg {results['avg']:.1f} (strict {results['avg_strict']:.1f}), n={results['n']}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
