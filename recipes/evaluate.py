@@ -232,8 +232,25 @@ def evaluate_probe(cfg: DictConfig) -> dict:
     return results
 
 
+# Values an evaluation cannot run with, checked before the model loads: (key, what it means).
+POSITIVE = (
+    ("data.num_frames", "frames per clip"),
+    ("data.image_size", "pixels per side"),
+    ("eval.batch_size", "questions per batch"),
+)
+
+
+def validate(cfg: DictConfig) -> None:
+    """One line naming the key, instead of an error blamed on the first media file read."""
+    for key, meaning in POSITIVE:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{key}={value!r}: must be a whole number of at least 1 ({meaning})")
+
+
 def evaluate(cfg: DictConfig) -> dict:
     """Run the configured benchmark; returns its results dict."""
+    validate(cfg)
     torch.manual_seed(cfg.seed)
     kinds = {"mvbench": evaluate_mvbench_benchmark, "retrieval": evaluate_retrieval_benchmark, "probe": evaluate_probe}
     if cfg.benchmark.kind not in kinds:

@@ -91,3 +91,16 @@ def test_a_sweep_directory_outside_the_run_gives_a_one_line_error_in_auto(tmp_pa
     first.last_checkpoint.write_bytes(b"weights")
     assert init_chain("auto", job) == [first.last_checkpoint]
     assert Path(first.last_checkpoint).is_file()
+
+
+@pytest.mark.parametrize("override", ["data.num_frames=0", "data.image_size=-1", "eval.batch_size=0"])
+def test_an_invalid_evaluation_value_is_one_line_naming_the_key(tmp_path, override):
+    """Finding 10: num_frames=0 was blamed on a media file."""
+    from recipes.evaluate import evaluate
+    from tests.unit.test_configs import compose_train
+
+    cfg = compose_train([f"paths.output_root={tmp_path}", override], config_name="eval")
+    with pytest.raises(ValueError) as invalid:
+        evaluate(cfg)
+    assert str(invalid.value).startswith(override.split("=")[0]) and "\n" not in str(invalid.value)
+    assert not list(tmp_path.iterdir())
