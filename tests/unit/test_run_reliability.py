@@ -234,3 +234,12 @@ def test_an_invalid_value_is_one_line_naming_the_key_and_writes_nothing(tmp_path
     assert str(invalid.value).startswith(key) and "\n" not in str(invalid.value)
     assert not (tmp_path / "r").exists()
     validate(compose_train(run))
+
+
+def test_train_refuses_a_run_name_another_process_is_training(tmp_path):
+    """Finding 3: two concurrent runs of one run_name wrote into one checkpoints/ directory."""
+    run = [f"paths.output_root={tmp_path}", "run_name=r", f"paths.run_dir={tmp_path}/r/stage1"]
+    with RunLock(tmp_path / "r" / "stage1"):
+        with pytest.raises(RunLockedError, match="is in use by process"):
+            train(compose_train(run))
+        assert sorted(p.name for p in (tmp_path / "r" / "stage1").iterdir()) == [".run.lock"]
