@@ -2,9 +2,11 @@
 
 Two processes training into one directory would both write `checkpoints/last.ckpt` and metrics.csv, and
 whichever wrote last would silently win. The lock is a file created exclusively (`O_CREAT | O_EXCL`)
-holding `<host> <pid>`; a second run is refused with one line naming them. A lock left by a process that
-died (SIGKILL, a crashed node) is taken over when its pid is gone on this host; a lock from another host
-cannot be checked from here, so the message says how to remove it.
+holding `<host> <pid> [<SLURM job id>]`; a second run is refused with one line naming them. A lock left by
+a process that died (SIGKILL, a crashed node) is taken over when its pid is gone on this host, or when it
+was written by an earlier incarnation of this same SLURM job (a requeue after a node failure lands on
+another host, and the old incarnation is gone by then); any other lock from another host cannot be
+checked from here, so the message says how to remove it.
 """
 
 from __future__ import annotations
@@ -30,11 +32,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _holder(path: Path) -> tuple[str, int] | None:
-    """(host, pid) written in a lock file; None when unreadable (a writer that died mid-write)."""
+def _slurm_job() -> str | None:
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def _holder(path: Path) -> tuple[str, int, str | None] | None:
+    """(host, pid, SLURM job id) written in a lock file; None when unreadable (a writer that died mid-write)."""
     try:
-        host, pid = path.read_text().split()
-        return host, int(pid)
+        host, pid, *job = path.read_text().split()
+        return host, int(pid), job[0] if job else None
     except (OSError, ValueError):
         return None
 
@@ -55,7 +61,7 @@ class RunLock:
                 self._take_over_if_stale()
                 continue
             with os.fdopen(fd, "w") as file:
-                file.write(f"{socket.gethostname()} {os.getpid()}\n")
+                file.write(" ".join([socket.gethostname(), str(os.getpid()), *filter(None, [_slurm_job()])]) + "\n")
             self.held = True
             return
         self._refuse()
@@ -63,7 +69,9 @@ class RunLock:
     def _take_over_if_stale(self) -> None:
         """Remove the lock of a process that no longer exists on this host; anything else stays."""
         holder = _holder(self.path)
-        if holder is None or (holder[0] == socket.gethostname() and not _alive(holder[1])):
+        dead_here = holder is not None and holder[0] == socket.gethostname() and not _alive(holder[1])
+        requeued = holder is not None and holder[2] is not None and holder[2] == _slurm_job()
+        if holder is None or dead_here or requeued:
             self.path.unlink(missing_ok=True)
 
     def _refuse(self) -> None:
@@ -75,7 +83,8 @@ class RunLock:
         )
 
     def release(self) -> None:
-        if self.held and _holder(self.path) == (socket.gethostname(), os.getpid()):
+        holder = _holder(self.path)
+        if self.held and holder is not None and holder[:2] == (socket.gethostname(), os.getpid()):
             self.path.unlink(missing_ok=True)
         self.held = False
 

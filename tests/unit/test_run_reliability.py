@@ -243,3 +243,13 @@ def test_train_refuses_a_run_name_another_process_is_training(tmp_path):
         with pytest.raises(RunLockedError, match="is in use by process"):
             train(compose_train(run))
         assert sorted(p.name for p in (tmp_path / "r" / "stage1").iterdir()) == [".run.lock"]
+
+
+def test_a_requeued_slurm_job_takes_over_its_own_lock_from_another_node(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    (tmp_path / ".run.lock").write_text("some-other-node 123 4242\n")
+    with RunLock(tmp_path):
+        assert (tmp_path / ".run.lock").read_text().split() == [socket.gethostname(), str(os.getpid()), "4242"]
+    (tmp_path / ".run.lock").write_text("some-other-node 123 999\n")
+    with pytest.raises(RunLockedError, match="process 123 on some-other-node"):
+        RunLock(tmp_path).acquire()
