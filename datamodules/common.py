@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from lightning.pytorch import LightningDataModule
 from omegaconf import DictConfig
@@ -32,6 +32,7 @@ class Mix:
     records: list[MediaRecord]
     corpus_ids: list[int]
     weights: list[float] | None
+    names: list[str] = field(default_factory=list)
 
 
 def load_entry(entry: DictConfig, task: str) -> list[MediaRecord]:
@@ -55,6 +56,9 @@ def build_corpus(entries, task: str) -> Mix:
         raise ValueError(f"data.corpora.{task}: give every corpus a weight, or none (mixing by size)")
     loaded = [load_entry(entry, task) for entry in entries]
     sizes = [len(records) for records in loaded]
+    if not any(sizes):
+        files = ", ".join(str(entry.annotation) for entry in entries)
+        raise ValueError(f"data.corpora.{task}: every corpus is empty (no records in {files}): nothing to train on")
     shares = [float(w) for w in weights] if weights[0] is not None else [float(n) for n in sizes]
     total = sum(shares) or 1.0
     for entry, size, share in zip(entries, sizes, shares):
@@ -71,7 +75,30 @@ def build_corpus(entries, task: str) -> Mix:
         records=[r for records in loaded for r in records],
         corpus_ids=[c for c, size in enumerate(sizes) for _ in range(size)],
         weights=None if weights[0] is None else shares,
+        names=[str(entry.get("name", "")) for entry in entries],
     )
+
+
+def check_drawn(sampler: MediaTypeBatchSampler, mix: Mix, batch_size: int) -> None:
+    """An error when no full batch can be drawn; a warning, with its real share, per corpus never drawn."""
+    if len(sampler) == 0:
+        raise ValueError(
+            f"data.batch_size={batch_size}: no media type has a full batch per rank ({len(mix.records)} records "
+            "in all); lower data.batch_size or add data"
+        )
+    intended = [q / (sum(sampler.quotas) or 1) for q in sampler.quotas]
+    for corpus, (share, drawn) in enumerate(zip(intended, sampler.drawn_shares())):
+        if share > 0 and drawn == 0:
+            name = mix.names[corpus] if corpus < len(mix.names) else str(corpus)
+            log.warning(
+                "corpus %s is never drawn: its %s samples per rank and epoch are fewer than one batch of %d "
+                "(real share 0%% of the mix, not %.1f%%); lower data.batch_size or add %s data",
+                name,
+                sampler.corpus_type[corpus],
+                batch_size,
+                100 * share,
+                sampler.corpus_type[corpus],
+            )
 
 
 # Lightning warns that a mid-epoch resume is unreliable unless the DataLoader itself has a state_dict;
@@ -120,6 +147,7 @@ class ResumableDataModule(LightningDataModule):
             corpus_ids=mix.corpus_ids,
             weights=mix.weights,
         )
+        check_drawn(self.sampler, mix, config.batch_size)
         if self._resume_state is not None:
             self.sampler.load_state_dict(self._resume_state)
             warnings.filterwarnings("ignore", message=_NOT_RESUMABLE_WARNING)

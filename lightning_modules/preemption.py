@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,16 @@ class PreemptionCheckpoint(Callback):
         return int(pending.item())
 
     def _save(self, trainer: Trainer) -> None:
-        """Write next to `path` and rename, so a kill during the write leaves the previous checkpoint intact."""
+        """Write next to `path` and rename, so a kill during the write leaves the previous checkpoint intact.
+
+        A ModelCheckpoint that keeps its last checkpoint at `path` is told first, so the state saved with the
+        checkpoint records it and the resumed run overwrites this file instead of writing beside it.
+        """
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath is not None:
+                last = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+                if last.resolve() == self.path.resolve():
+                    callback.last_model_path = str(last)
         partial = self.path.with_name(self.path.name + ".partial")
         trainer.save_checkpoint(partial)
         if trainer.is_global_zero:

@@ -149,6 +149,7 @@ def answer_options(cfg: DictConfig) -> AnswerOptions:
         batch_size=cfg.eval.batch_size,
         num_workers=cfg.eval.num_workers,
         cache_dir=cfg.eval.cache_dir,
+        strict_media=bool(cfg.benchmark.get("strict_media", False)),
     )
 
 
@@ -265,12 +266,29 @@ def evaluate_probe(cfg: DictConfig) -> dict:
     return results
 
 
+# Values an evaluation cannot run with, checked before the model loads: (key, what it means).
+POSITIVE = (
+    ("data.num_frames", "frames per clip"),
+    ("data.image_size", "pixels per side"),
+    ("eval.batch_size", "questions per batch"),
+)
+
+
+def validate(cfg: DictConfig) -> None:
+    """One line naming the key, instead of an error blamed on the first media file read."""
+    for key, meaning in POSITIVE:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{key}={value!r}: must be a whole number of at least 1 ({meaning})")
+
+
 def evaluate(cfg: DictConfig) -> dict:
     """Run the configured benchmark; returns its results dict.
 
-    The device and precision are checked first, so a GPU that is not there stops the run before any work;
-    a `SystemExit` with one line, not a traceback.
+    The settings, device and precision are checked first, so a bad value or a GPU that is not there stops
+    the run before any work; a `SystemExit` with one line, not a traceback.
     """
+    validate(cfg)
     try:
         placement = plan(process_device(cfg), cfg.precision)
     except DeviceError as error:

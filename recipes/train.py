@@ -3,19 +3,36 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_modules.checkpoint_io import AtomicCheckpointIO
+from videochat2.checkpoints import CheckpointError, read_checkpoint
 from videochat2.device import prepare_backend
 from videochat2.plots import plot_training_curves
 from videochat2.run_layout import RunLayout, StageDir, init_chain
+from videochat2.run_lock import RunLock
 from videochat2.spec import ModelSpec, spec_from_settings
 
 log = logging.getLogger(__name__)
+
+# Settings a run cannot start with, checked before anything is written: (key, lowest allowed, what it means).
+LOWER_BOUNDS = (
+    ("model.num_query", 1, "visual tokens per clip"),
+    ("data.num_frames", 1, "frames per clip"),
+    ("data.image_size", 1, "pixels per side"),
+    ("data.batch_size", 1, "samples per batch"),
+    ("optimizer.lr", 0, "the learning rate"),
+    ("trainer.max_steps", 1, "optimizer steps"),
+)
+# Files a fresh start replaces; left from an earlier attempt they would mix two runs.
+RUN_RECORDS = ("metrics.csv", "summary.json", "skipped_media.txt", "curves.png")
 
 # Settings that do not change what a run computes, so a re-run may differ in them (a key or a group prefix).
 VOLATILE = (
@@ -35,6 +52,18 @@ def model_spec(cfg: DictConfig, stage: int | None = None) -> ModelSpec:
     return spec_from_settings(stage or int(cfg.stage), model, media, cfg.paths.pretrained)
 
 
+def validate(cfg: DictConfig) -> None:
+    """One-line errors naming the key, before a run directory is touched (so a fixed command is not refused)."""
+    for key, lowest, meaning in LOWER_BOUNDS:
+        value = OmegaConf.select(cfg, key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key}={value!r}: expected a number ({meaning})")
+        if value < lowest:
+            raise ValueError(f"{key}={value}: must be at least {lowest} ({meaning})")
+
+
 def stage_dir_of(cfg: DictConfig) -> StageDir:
     """This run's stage directory (Hydra's output directory: a sweep job's lies below the stage's)."""
     layout = RunLayout(Path(cfg.paths.output_root), cfg.run_name)
@@ -46,6 +75,40 @@ def resolve_ckpt_path(ckpt_path: str | None, stage_dir: StageDir) -> str | None:
     if ckpt_path != "auto":
         return ckpt_path
     return str(stage_dir.last_checkpoint) if stage_dir.is_trained() else None
+
+
+def check_resumable(ckpt_path: str | None, trust: bool) -> None:
+    """Read a resume checkpoint through the safe loader before Lightning does.
+
+    So a pickle with code in it is refused whatever the installed torch's default, and a damaged or
+    truncated file gives one line naming it and what to do instead of a traceback from deep in torch.
+    """
+    if ckpt_path is None:
+        return
+    try:
+        read_checkpoint(ckpt_path, trust)
+    except CheckpointError:
+        raise
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise CheckpointError(
+            f"cannot resume from {ckpt_path}: it is damaged or incomplete ({reason}); delete it and run again "
+            "to start this stage over, or pass ckpt_path=<an intact checkpoint>"
+        ) from None
+
+
+def clear_for_fresh_start(stage_dir: StageDir) -> None:
+    """Remove the checkpoints and records an earlier attempt left, so a fresh start writes `last.ckpt` itself.
+
+    Only called when this run starts from step 0 (`ckpt_path=null`, or `auto` without a `last.ckpt`):
+    left in place, an old `last.ckpt` would outlive this run's and be what later stages load.
+    """
+    old = [p for p in (stage_dir.checkpoint_dir, *(stage_dir.path / n for n in RUN_RECORDS)) if p.exists()]
+    if not old:
+        return
+    log.warning("starting %s fresh: removing %s", stage_dir.path, ", ".join(p.name for p in old))
+    for path in old:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def is_volatile(key: str) -> bool:
@@ -89,6 +152,7 @@ def send_config_to_trackers(trainer: L.Trainer, cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train one stage; returns the final metrics (for sweepers)."""
     OmegaConf.resolve(cfg)
+    validate(cfg)
     stage_dir = stage_dir_of(cfg)
     if cfg.ckpt_path == "auto":
         check_same_run(stage_dir, cfg)
@@ -98,8 +162,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 "stage %s of run '%s' already finished in %s; nothing to do", cfg.stage, cfg.run_name, stage_dir.path
             )
             return done["metrics"]
+    # Rank 0 holds the lock (the other ranks of a DDP run are its children or its peers on other nodes).
+    lock = RunLock(stage_dir.path)
+    if rank_zero_only.rank == 0:
+        lock.acquire()
+    try:
+        return fit(cfg, stage_dir)
+    finally:
+        lock.release()
 
+
+def fit(cfg: DictConfig, stage_dir: StageDir) -> dict[str, float]:
+    """Build data, model and trainer, write the run's records and fit; the caller holds the run lock."""
     L.seed_everything(cfg.seed, workers=True)
+    trust = bool(cfg.model.trust_checkpoint)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, stage_dir)
+    check_resumable(ckpt_path, trust)
     spec = model_spec(cfg)
     # Built as partials, then called: Hydra would turn the spec (a dataclass) into a config node.
     datamodule = instantiate(cfg.datamodule, _partial_=True)(data=cfg.data, spec=spec, seed=cfg.seed)
@@ -115,17 +193,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cfg.trainer,
         callbacks=[instantiate(c) for c in cfg.callbacks.values()],
         logger=[instantiate(c) for c in cfg.logger.values()] or False,
+        plugins=[AtomicCheckpointIO()],
     )
     if trainer.strategy.root_device.type == "cuda":
         prepare_backend(trainer.strategy.root_device)
     send_config_to_trackers(trainer, cfg)
     if trainer.global_rank == 0:
+        if ckpt_path is None:
+            clear_for_fresh_start(stage_dir)
         stage_dir.path.mkdir(parents=True, exist_ok=True)
         stage_dir.config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
         stage_dir.write_spec(module.spec, init_from)
         if module.load_report is not None:
             module.load_report.write(stage_dir.load_report)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, stage_dir))
+    # weights_only explicit: Lightning's default (None) defers to torch's, which was unsafe before torch 2.6.
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not trust)
     if trainer.global_rank == 0 and stage_dir.metrics.is_file():
         title = f"run {cfg.run_name}, stage {cfg.stage}" + (f", job {stage_dir.job}" if stage_dir.job else "")
         plot_training_curves(stage_dir.metrics, stage_dir.path / "curves.png", title)

@@ -23,10 +23,11 @@ from pathlib import Path
 import torch
 
 from videochat2.builder import LoadedModel
+from videochat2.checkpoints import CheckpointError
 from videochat2.data.conversation import build_conversation
 from videochat2.data.transforms import FrameTransform
-from videochat2.data.video import FrameSampling, read_media
-from videochat2.device import PRECISIONS, DeviceError, move_batch
+from videochat2.data.video import FrameSampling, MediaReadError, read_media
+from videochat2.device import PRECISIONS, move_batch
 from videochat2.eval.mvbench.answerers import letter_token_ids
 from videochat2.loader import load_model
 from videochat2.prompts import PROMPT_FAMILIES, build_prompt, option_letter
@@ -35,6 +36,11 @@ from videochat2.spec import MediaConfig
 # Stands for the answer still to come: the prompt is the rendered conversation cut where it begins.
 ANSWER_SLOT = "\x00"
 EXIT_WORDS = ("exit", "quit", ":q")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class UsageError(ValueError):
+    """A mistake in the command line, found before the model is loaded."""
 
 
 @dataclass
@@ -139,7 +145,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--trust-checkpoint", action="store_true", help="read pickles with arbitrary objects")
     parser.add_argument("--device", default="auto", help="auto (the GPU when there is one) | cpu | cuda | cuda:N")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: the original's (fp16 visual)")
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="let the LLM directory's own Python code run (never implied)"
+    )
     return parser.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Everything about the command line that can be wrong, checked before minutes of model loading."""
+    if args.question is not None and not args.question.strip():
+        raise UsageError("the question is empty: ask something, or leave it out for a multi-turn prompt")
+    if args.options is not None and args.question is None:
+        raise UsageError("--options needs a question")
+    media = Path(args.image or args.video)
+    if not media.exists():
+        raise UsageError(f"{media}: no such {'image' if args.image else 'video'} file")
+    if args.video and media.suffix.lower() in IMAGE_SUFFIXES:
+        raise UsageError(f"{media} is an image: pass it with --image")
+    if args.image and media.is_dir():
+        raise UsageError(f"{media} is a folder: pass a folder of frames with --video")
 
 
 def media_settings(args: argparse.Namespace, trained: MediaConfig) -> MediaConfig:
@@ -154,6 +178,7 @@ def session_from_args(args: argparse.Namespace) -> ChatSession:
         trust_checkpoint=args.trust_checkpoint,
         device=args.device,
         precision=args.precision,
+        trust_remote_code=args.trust_remote_code,
     )
     media_type = "image" if args.image else ("frame" if Path(args.video).is_dir() else "video")
     pixels = read_pixels(args.image or args.video, media_type, media_settings(args, loaded.spec.media), args.sample)
@@ -177,13 +202,17 @@ def interactive(session: ChatSession, read=input, write=print) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit with one line, not a traceback, for anything the user can fix (paths, checkpoints, media)."""
     args = parse_args(argv)
     try:
-        session = session_from_args(args)
-    except DeviceError as error:
-        sys.exit(f"videochat2-chat: {error}")
-    if args.options and not args.question:
-        sys.exit("--options needs a question")
+        check_args(args)
+        return run(args)
+    except (ValueError, OSError, MediaReadError, CheckpointError) as err:
+        sys.exit(f"error: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}")
+
+
+def run(args: argparse.Namespace) -> int:
+    session = session_from_args(args)
     if args.options:
         print(session.choose(args.question, [o.strip() for o in args.options.split("|")]))
     elif args.question:

@@ -94,6 +94,9 @@ class LoadReport:
     loaded: list[str] = field(default_factory=list)
     ignored: dict[str, str] = field(default_factory=dict)
     allowed_missing: dict[str, str] = field(default_factory=dict)
+    # Query tokens are loaded per query, so a key counted as loaded or missing may be partly either.
+    queries_loaded: int = 0
+    queries_total: int = 0
 
     def summary(self) -> str:
         names = ", ".join(f"{s['path']} ({s['format']}, stage {s['stage']})" for s in self.sources) or "nothing"
@@ -104,6 +107,11 @@ class LoadReport:
         for title, table in (("ignored", self.ignored), ("missing", self.allowed_missing)):
             for rule in sorted(set(table.values())):
                 lines.append(f"  {title}: {sum(v == rule for v in table.values())} x {rule}")
+        if self.queries_loaded < self.queries_total:
+            lines.append(
+                f"  queries: {self.queries_loaded} of {self.queries_total} from the checkpoints, the other "
+                f"{self.queries_total - self.queries_loaded} keep their initialisation"
+            )
         return "\n".join(lines)
 
     def write(self, path: str | Path) -> None:
@@ -121,7 +129,8 @@ def _torch_load(path: Path, trust: bool) -> object:
         reason = found.group(1).strip() if found else "an object outside the allowed set"
         raise CheckpointError(
             f"{path} holds pickled objects other than tensors and plain containers ({reason}); refusing to "
-            "run its code. If you trust where the file comes from, pass trust_checkpoint=true"
+            "run its code. If you trust where the file comes from, pass model.trust_checkpoint=true (train.py, "
+            "eval.py) or --trust-checkpoint (videochat2-chat, videochat2.export)"
         ) from None
 
 
@@ -355,6 +364,8 @@ def initialise(
         )
     model.load_state_dict(target)
     report.loaded = sorted(supplied)
+    report.queries_total = sum(target[k].shape[1] for k in QUERY_KEYS if k in target)
+    report.queries_loaded = min(queries_supplied, report.queries_total)
     return report
 
 

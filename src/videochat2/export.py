@@ -16,6 +16,8 @@ Without --merge-lora the base LLM is not copied: config.json names the directory
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,8 +25,7 @@ from peft import PeftModel
 from safetensors.torch import save_file
 
 from videochat2.builder import LoadedModel
-from videochat2.checkpoints import EXPORT_CONFIG, EXPORT_LORA
-from videochat2.device import DeviceError
+from videochat2.checkpoints import EXPORT_CONFIG, EXPORT_LORA, CheckpointError
 from videochat2.loader import load_model
 from videochat2.models.llm import LLMConfig
 from videochat2.spec import write_spec
@@ -59,15 +60,34 @@ def write_llm(loaded: LoadedModel, out_dir: Path, merge_lora: bool) -> LLMConfig
     return config
 
 
+def prepare_output(out_dir: Path, source: Path, overwrite: bool) -> None:
+    """Refuse a directory that already holds files (old parts would mix with new ones), or clear it."""
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return
+    if not overwrite:
+        raise FileExistsError(f"{out_dir} is not empty; export into a new directory or pass --overwrite to replace it")
+    if source.resolve() == out_dir.resolve() or out_dir.resolve() in source.resolve().parents:
+        raise ValueError(f"{out_dir} holds the model being exported; export into another directory")
+    shutil.rmtree(out_dir)
+
+
 def export(
-    run_dir: str | Path, out_dir: str | Path, merge_lora: bool = False, trust: bool = False, device: str = "cpu"
+    run_dir: str | Path,
+    out_dir: str | Path,
+    merge_lora: bool = False,
+    trust: bool = False,
+    trust_remote_code: bool = False,
+    overwrite: bool = False,
+    device: str = "cpu",
 ) -> Path:
     """Write the export of `run_dir` (a run or stage directory, another export, or an official file) to `out_dir`.
 
+    Trust settings are this call's arguments only, never read from `run_dir`, and never written to the export.
     `device` only says where the LoRA merge runs (a GPU merges a 7B LLM in seconds); weights keep their dtype.
     """
-    loaded = load_model(run_dir, trust_checkpoint=trust, device=device)
     out_dir = Path(out_dir)
+    prepare_output(out_dir, Path(run_dir), overwrite)
+    loaded = load_model(run_dir, trust_checkpoint=trust, trust_remote_code=trust_remote_code, device=device)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_parts(loaded, out_dir)
     llm_config = write_llm(loaded, out_dir, merge_lora)
@@ -92,12 +112,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir")
     parser.add_argument("--merge-lora", action="store_true", help="merge the LoRA adapter into a full LLM copy")
     parser.add_argument("--trust-checkpoint", action="store_true", help="read pickles with arbitrary objects")
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="let the LLM directory's own Python code run (never implied)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace what out_dir already holds")
     parser.add_argument("--device", default="cpu", help="where the LoRA merge runs: cpu | auto | cuda | cuda:N")
     args = parser.parse_args(argv)
     try:
-        out = export(args.run_dir, args.out_dir, args.merge_lora, args.trust_checkpoint, args.device)
-    except DeviceError as error:
-        raise SystemExit(f"videochat2.export: {error}") from None
+        out = export(
+            args.run_dir,
+            args.out_dir,
+            args.merge_lora,
+            args.trust_checkpoint,
+            args.trust_remote_code,
+            args.overwrite,
+            args.device,
+        )
+    except (ValueError, OSError, CheckpointError) as err:
+        sys.exit(f"error: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}")
     print(f"exported {args.run_dir} to {out}")
 
 

@@ -14,11 +14,12 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from tests.conftest import ramp_frames, write_video
 from videochat2.data.frame_indices import official_mvbench_indices
-from videochat2.data.video import MVBENCH_SAMPLE, FrameSampling, read_media
+from videochat2.data.video import MVBENCH_SAMPLE, FrameSampling, MediaReadError, read_media
 from videochat2.eval.mvbench import aggregate, load_questions, plot_results, write_results
 from videochat2.eval.mvbench.answerers import GenerateAnswerer, LetterLogitsAnswerer, letter_token_ids, model_inputs
 from videochat2.eval.mvbench.data import FrameCache, FrameSpec, MVBenchCollator, MVBenchDataset, cache_key
 from videochat2.eval.mvbench.evaluate import check_media, start_or_resume
+from videochat2.eval.mvbench.results import PredictionLog, load_predictions
 from videochat2.eval.mvbench.run import answer_questions, missing_media, pending_questions, question_loader, run_records
 from videochat2.models.qformer import QFormerConfig
 from videochat2.models.videochat2 import VideoChat2, VideoChat2Config
@@ -338,3 +339,37 @@ def test_a_letter_merged_into_the_answer_prefix_is_refused():
     with pytest.raises(ValueError, match="does not tokenize as one token"):
         letter_token_ids(merging, 4)
     assert letter_token_ids(char_tokenizer(), 3) == [char_tokenizer().convert_tokens_to_ids(c) for c in "ABC"]
+
+
+def test_strict_media_also_stops_on_an_unreadable_file(model, tokenizer, tasks_json_root, tmp_path):
+    """Finding 11: strict_media stopped on missing files only; a corrupt one was scored wrong silently."""
+    (tasks_json_root / "video" / "a" / "v2.mp4").write_bytes(b"not a video")
+    questions = load_questions(tasks_json_root)
+    check_media(questions, strict=True)  # present, so the up-front check passes
+    loader = question_loader(MVBenchDataset(questions, SPEC), MVBenchCollator(tokenizer, None, "vicuna_v0"), 1, 0)
+    predictions = tmp_path / "p.jsonl"
+    answerer = LetterLogitsAnswerer(model, tokenizer)
+    with pytest.raises(MediaReadError, match=r"v2.mp4: unreadable .*strict_media") as stopped:
+        answer_questions(loader, answerer, "letter_logits", predictions, strict=True)
+    assert "\n" not in str(stopped.value)
+    assert len(pending_questions(questions, predictions)) == len(questions) - 2  # the two before it are kept
+
+
+def test_a_predictions_file_cut_inside_a_utf8_character_resumes(tmp_path):
+    """Finding 11: a kill inside a multi-byte character made every later run crash on the file."""
+    predictions = tmp_path / "predictions.jsonl"
+    whole = json.dumps({"task": "t", "index": 0, "output": "café"}, ensure_ascii=False) + "\n"
+    cut = json.dumps({"task": "t", "index": 1, "output": "naïve"}, ensure_ascii=False).encode()
+    predictions.write_bytes(whole.encode() + cut[: cut.index("ï".encode()) + 1])
+    assert set(load_predictions(predictions)) == {("t", 0)}
+    with PredictionLog(predictions) as log:
+        log.write({"task": "t", "index": 1, "output": "naïve"})
+    assert set(load_predictions(predictions)) == {("t", 0), ("t", 1)}
+
+
+@pytest.mark.parametrize("name", ["tasks.json", "json/a.json"])
+def test_a_malformed_task_or_question_file_is_named(tasks_json_root, name):
+    (tasks_json_root / name).write_text('{"clips_a": {"json": "a.json",')
+    with pytest.raises(ValueError, match=f"{tasks_json_root / name}: not valid JSON") as bad:
+        load_questions(tasks_json_root)
+    assert "\n" not in str(bad.value)

@@ -8,9 +8,10 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
-from datamodules.common import Mix, ResumableDataModule
+from datamodules.common import Mix, ResumableDataModule, build_corpus, check_drawn
 from videochat2.data.formats import MediaRecord
 from videochat2.data.mixing import MediaTypeBatchSampler
 
@@ -158,3 +159,33 @@ def test_lightning_fit_resumes_mid_epoch_with_the_batches_of_an_uninterrupted_ru
     assert len(head) == 27 and len(tail) == 18
     assert head + tail == uninterrupted
     assert uninterrupted[:20] != uninterrupted[20:40]  # epochs differ, so the epoch was restored too
+
+
+def test_a_corpus_smaller_than_one_batch_is_reported_with_its_real_share(caplog):
+    """Finding 9: five images beside 100 videos were 'reported at 4.8%' and never drawn."""
+    types = ["video"] * 100 + ["image"] * 5
+    sampler = MediaTypeBatchSampler(types, 8, corpus_ids=[0] * 100 + [1] * 5)
+    assert sampler.drawn_shares() == [1.0, 0.0]
+    assert not any(types[i] == "image" for batch in sampler for i in batch)
+    mix = Mix([MediaRecord(f"{i}.mp4", t) for i, t in enumerate(types)], [0] * 100 + [1] * 5, None, ["clips", "stills"])
+    with caplog.at_level("WARNING"):
+        check_drawn(sampler, mix, 8)
+    assert "corpus stills is never drawn" in caplog.text and "not 4.8%" in caplog.text
+
+
+def test_no_full_batch_at_all_is_an_error_naming_the_key():
+    sampler = MediaTypeBatchSampler(["video"] * 5, 8)
+    mix = Mix([MediaRecord(f"{i}.mp4", "video") for i in range(5)], [0] * 5, None, ["clips"])
+    with pytest.raises(ValueError, match="data.batch_size=8: no media type has a full batch"):
+        check_drawn(sampler, mix, 8)
+
+
+def test_an_empty_corpus_is_an_error_naming_its_file(tmp_path):
+    """Finding 9: an empty annotation file finished 'successfully' with 0 steps and no checkpoint."""
+    annotation = tmp_path / "empty.json"
+    annotation.write_text("[]")
+    entry = OmegaConf.create(
+        {"name": "empty", "annotation": str(annotation), "media_root": str(tmp_path), "media_type": "video"}
+    )
+    with pytest.raises(ValueError, match=r"data.corpora.caption: every corpus is empty .*empty.json"):
+        build_corpus([entry], "caption")

@@ -140,6 +140,48 @@ def test_broken_media_in_a_shard_is_skipped_and_reported(tmp_path, corpus):
     assert "000000001" in reports[1] and "one .json" in reports[1]
 
 
+def test_a_truncated_or_non_tar_shard_is_a_counted_bad_sample_naming_it(tmp_path, corpus):
+    """Finding 8: a broken shard killed training without naming it."""
+    good = (corpus["out"] / "shard-000000.tar").read_bytes()
+    truncated, not_tar = tmp_path / "truncated.tar", tmp_path / "not_a.tar"
+    truncated.write_bytes(good[: len(good) // 2 + 100])
+    not_tar.write_bytes(b"this is not a tar archive" * 40)
+    samples = _stream_samples([str(truncated), str(not_tar), str(corpus["out"] / "shard-000001.tar")])
+    reports = [msg for s in samples for msg in s["skipped"]]
+    assert any("truncated.tar" in r and "unreadable shard" in r for r in reports)
+    assert any("not_a.tar" in r and "unreadable shard" in r for r in reports)
+    assert samples  # the good shard is still read
+
+
+def pack(annotation, media_root, out, *extra: str) -> None:
+    main(["--annotation", str(annotation), "--media-root", str(media_root), "--media-type", "video", "--format",
+          "videochat2_instruction", "--out", str(out), "--shard-size", "12KB", *extra])  # fmt: skip
+
+
+def test_packing_into_a_directory_with_shards_refuses_or_replaces_them(tmp_path, corpus):
+    """Finding 8: re-packing left the old shards, and training read them too."""
+    out = tmp_path / "shards"
+    annotation = corpus["root"] / "instruction.json"
+    pack(annotation, corpus["root"] / "media", out)
+    (out / "shard-000099.tar").write_bytes((out / "shard-000000.tar").read_bytes())  # an older packing's
+    with pytest.raises(SystemExit, match="already holds shards.*--overwrite"):
+        pack(annotation, corpus["root"] / "media", out)
+    pack(annotation, corpus["root"] / "media", out, "--overwrite")
+    assert not (out / "shard-000099.tar").exists()
+
+
+def test_a_shard_directory_is_read_through_its_index_not_a_glob(tmp_path, corpus):
+    out = tmp_path / "shards"
+    pack(corpus["root"] / "instruction.json", corpus["root"] / "media", out)
+    listed = expand_shards(out)
+    (out / "zz-stray.tar").write_bytes((out / "shard-000000.tar").read_bytes())
+    assert expand_shards(out) == listed
+    assert len(_stream_samples(expand_shards(out))) == json.loads((out / "shards.json").read_text())["samples"]
+    (out / "shard-000000.tar").unlink()
+    with pytest.raises(FileNotFoundError, match="shard-000000.tar"):
+        expand_shards(out)
+
+
 def test_image_shards_and_size_and_pattern_parsing(tmp_path):
     for i in range(3):
         Image.fromarray(np.full((20, 20, 3), 60 * i, np.uint8)).save(tmp_path / f"im{i}.jpg")

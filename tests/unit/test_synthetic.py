@@ -20,6 +20,8 @@ from videochat2.data import synthetic as syn
 
 SMALL = dict(seed=3, train_videos=40, images=10, test_per_task=30, retrieval_videos=10, size=64)
 TINY = dict(seed=5, train_videos=9, images=2, test_per_task=2, retrieval_videos=2, size=64)
+# Enough clips (about 160) that a one-in-a-few-hundred encoder difference shows up between two builds.
+REPRODUCED = dict(seed=0, train_videos=120, images=5, test_per_task=4, retrieval_videos=10, size=64)
 MOTION_TASKS = ("moving_direction", "moving_attribute", "action_sequence", "action_localization")
 
 
@@ -278,9 +280,12 @@ def test_events_span_several_of_eight_sampled_frames():
 
 
 def test_same_seed_same_bytes_and_cache_is_reused(root, tmp_path):
-    a = syn.build(tmp_path / "a", **TINY)
-    b = syn.build(tmp_path / "b", **TINY)
+    """Finding 7: about one clip in a few hundred used to encode differently from one build to the next."""
+    a = syn.build(tmp_path / "a", **REPRODUCED)
+    b = syn.build(tmp_path / "b", **REPRODUCED)
     checksums = [json.loads((r / "MANIFEST.json").read_text())["checksums"] for r in (a, b)]
+    assert sum(name.endswith(".mp4") for name in checksums[0]) >= 150
+    assert [name for name in checksums[0] if checksums[0][name] != checksums[1].get(name)] == []
     assert checksums[0] == checksums[1]
     stamp = (root / "MANIFEST.json").stat().st_mtime_ns
     start = time.perf_counter()
@@ -288,10 +293,30 @@ def test_same_seed_same_bytes_and_cache_is_reused(root, tmp_path):
     assert time.perf_counter() - start < 1.0 and (root / "MANIFEST.json").stat().st_mtime_ns == stamp
 
 
-def test_new_settings_replace_the_set_whole(tmp_path):
+def test_new_settings_refuse_to_replace_a_built_set(tmp_path):
+    """Finding 6: other settings silently rebuilt the root under existing runs (and deleted its LLM)."""
     target = tmp_path / "set"
     syn.build(target, **TINY)
-    syn.build(target, **{**TINY, "seed": 6, "retrieval_videos": 1})
+    (target / "llm").mkdir()  # what stage 2 pretrains under the root
+    with pytest.raises(FileExistsError, match=r"seed=5 \(now 6\).*data.root=.*--replace") as refused:
+        syn.build(target, **{**TINY, "seed": 6})
+    assert "\n" not in str(refused.value)
+    assert (target / "llm").is_dir() and json.loads((target / "MANIFEST.json").read_text())["seed"] == 5
+
+
+def test_module_import_does_not_need_pyav():
+    """Reading a built set (annotations, tokenizers) must not need the encoder library."""
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['av'] = None; import videochat2.data.synthetic"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_new_settings_replace_the_set_whole_when_asked(tmp_path):
+    target = tmp_path / "set"
+    syn.build(target, **TINY)
+    syn.build(target, **{**TINY, "seed": 6, "retrieval_videos": 1}, replace=True)
     manifest = json.loads((target / "MANIFEST.json").read_text())
     assert manifest["seed"] == 6
     on_disk = {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()} - {"MANIFEST.json"}

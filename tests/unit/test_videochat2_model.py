@@ -142,3 +142,13 @@ def test_initialise_accounts_for_every_key():
     partial = {k: v for k, v in state.items() if not k.startswith("llm_proj")}
     with pytest.raises(CheckpointError, match="llm_proj.weight"):
         initialise(tiny_model(), [("partial", partial)], allowed_missing=("llm.",))
+
+
+def test_the_load_report_says_how_many_queries_kept_their_initialisation():
+    """Finding 12: the summary counted keys, so a half-filled query key read as '0 left to their own source'."""
+    state = {k: v for k, v in tiny_model().state_dict().items() if not k.startswith("llm.")}
+    report = initialise(tiny_model(num_query=8), [("stage2", state)], allowed_missing=("llm.", FRESH_QUERIES))
+    assert (report.queries_loaded, report.queries_total) == (6, 8)
+    assert "queries: 6 of 8 from the checkpoints, the other 2 keep their initialisation" in report.summary()
+    full = initialise(tiny_model(), [("stage2", state)], allowed_missing=("llm.",))
+    assert "queries:" not in full.summary()

@@ -78,6 +78,22 @@ class MediaTypeBatchSampler(Sampler[list[int]]):
         total = sum(shard_sizes)
         return [round(total * w / sum(weights)) for w in weights]
 
+    def drawn_shares(self) -> list[float]:
+        """Each corpus's share of the samples an epoch actually trains on.
+
+        Batches hold one media type and a last partial batch is dropped, so a media type with fewer samples
+        per rank than one batch is never drawn, whatever its corpora's weights or sizes say.
+        """
+        pools: dict[str, int] = {}
+        for corpus, quota in enumerate(self.quotas):
+            pools[self.corpus_type[corpus]] = pools.get(self.corpus_type[corpus], 0) + quota
+        used = {t: (n // self.batch_size * self.batch_size if self.drop_last else n) for t, n in pools.items()}
+        drawn = [
+            used[self.corpus_type[c]] * q / pools[self.corpus_type[c]] if q else 0.0 for c, q in enumerate(self.quotas)
+        ]
+        total = sum(drawn)
+        return [d / total if total else 0.0 for d in drawn]
+
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
             self.epoch = epoch
@@ -139,8 +155,12 @@ class MediaTypeBatchSampler(Sampler[list[int]]):
     def state_dict(self) -> dict:
         """Where the epoch stands: `position` batches of epoch `epoch` are done."""
         return {
-            "epoch": self.epoch, "position": self.position, "seed": self.seed,
-            "batch_size": self.batch_size, "world_size": self.world_size, "quotas": list(self.quotas),
+            "epoch": self.epoch,
+            "position": self.position,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "world_size": self.world_size,
+            "quotas": list(self.quotas),
         }
 
     def load_state_dict(self, state: dict) -> None:

@@ -28,6 +28,7 @@ import json
 import logging
 import random
 import re
+import sys
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, fields
@@ -58,7 +59,9 @@ def parse_size(text: str | int) -> int:
 
 
 def expand_shards(spec: str | Path) -> list[str]:
-    """A shard directory (its `*.tar`, sorted) or a brace pattern `dir/part-{000000..000127}.tar`."""
+    """A shard directory (the shards its `shards.json` lists, else its `*.tar`, sorted) or a brace pattern
+    `dir/part-{000000..000127}.tar`. The index wins over a glob: a stray tar in the directory (an older
+    packing, a copy) is not training data."""
     spec = str(spec)
     match = _BRACE.search(spec)
     if match:
@@ -69,6 +72,8 @@ def expand_shards(spec: str | Path) -> list[str]:
             for name in expand_shards(spec[: match.start()] + str(i).zfill(width) + spec[match.end() :])
         ]
     path = Path(spec)
+    if path.is_dir() and (path / INDEX).is_file():
+        return indexed_shards(path)
     if path.is_dir():
         shards = sorted(str(p) for p in path.glob("*.tar"))
         if not shards:
@@ -77,7 +82,36 @@ def expand_shards(spec: str | Path) -> list[str]:
     return [spec]
 
 
+def indexed_shards(directory: Path) -> list[str]:
+    """The shards `<directory>/shards.json` lists, each checked to exist."""
+    try:
+        names = list(json.loads((directory / INDEX).read_text())["shards"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{directory / INDEX}: not a shard index ({err})") from None
+    missing = [name for name in names if not (directory / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{directory / INDEX} lists shards that are missing: {', '.join(missing[:5])}")
+    return [str(directory / name) for name in names]
+
+
 # ---------------------------------------------------------------- writing
+
+# What a packing writes into its output directory (and what `overwrite` removes).
+OUTPUTS = ("*.tar", INDEX, "skipped.txt")
+
+
+def prepare_output(out: Path, overwrite: bool) -> None:
+    """Refuse (or, with `overwrite`, clear) a directory that already holds shards: old ones would be read too."""
+    old = sorted({p for pattern in OUTPUTS for p in out.glob(pattern)}) if out.is_dir() else []
+    if not old:
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{out} already holds shards ({len(old)} files, e.g. {old[0].name}); choose an empty directory "
+            "or pass --overwrite to replace them"
+        )
+    for path in old:
+        path.unlink()
 
 
 def record_to_json(record: MediaRecord) -> bytes:
@@ -131,9 +165,12 @@ class ShardWriter:
         return [f"{self.prefix}-{i:06d}.tar" for i in range(len(self.counts))]
 
 
-def write_shards(records: list[MediaRecord], out: str | Path, shard_size: str | int = "256MB") -> dict:
+def write_shards(
+    records: list[MediaRecord], out: str | Path, shard_size: str | int = "256MB", overwrite: bool = False
+) -> dict:
     """Pack each record with its media bytes; unreadable media are skipped and listed, never lost silently."""
     out = Path(out)
+    prepare_output(out, overwrite)
     writer = ShardWriter(out, parse_size(shard_size))
     skipped: list[str] = []
     for index, record in enumerate(records):
@@ -152,6 +189,19 @@ def write_shards(records: list[MediaRecord], out: str | Path, shard_size: str | 
 
 
 # ---------------------------------------------------------------- reading
+
+
+# A sample that stands for a shard that could not be read (not a tar, truncated): skipped like bad media.
+BAD_SHARD = "__bad_shard__"
+
+
+def iter_shard_or_report(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """`iter_shard`, ending in one BAD_SHARD sample (naming the shard) where the file stops being a tar."""
+    try:
+        yield from iter_shard(path)
+    except (tarfile.TarError, OSError, EOFError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        yield "", {BAD_SHARD: f"unreadable shard {path}: {reason}".encode()}
 
 
 def iter_shard(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
@@ -234,7 +284,7 @@ class ShardStream(IterableDataset):
             if self.shuffle:  # one order per epoch for all ranks, so the split stays a partition
                 random.Random(f"{self.seed}:{epoch}").shuffle(order)
             names = iter(split_for(order, self.rank, self.world_size, worker, num_workers))
-        raw = ((shard, key, members) for shard in names for key, members in iter_shard(shard))
+        raw = ((shard, key, members) for shard in names for key, members in iter_shard_or_report(shard))
         if self.shuffle:
             raw = _shuffled(raw, rng, SHUFFLE_BUFFER)
         batches = self._batches(self._samples(raw, stream))
@@ -319,6 +369,8 @@ def stream_loader(
 
 def _unpack(members: dict[str, bytes]) -> tuple[MediaRecord, bytes]:
     """A sample's record and media bytes; anything but one media file and one .json is a bad sample."""
+    if BAD_SHARD in members:
+        raise MediaReadError(members[BAD_SHARD].decode())
     media = [value for ext, value in members.items() if ext != "json"]
     if "json" not in members or len(media) != 1:
         raise MediaReadError(f"expected one media file and one .json, got {sorted(members)}")
@@ -355,10 +407,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--corpus", default="", help="corpus name recorded with each sample")
     parser.add_argument("--out", required=True, help="output directory for the shards")
     parser.add_argument("--shard-size", default="256MB", help="target shard size, e.g. 256MB or 1GB")
+    parser.add_argument("--overwrite", action="store_true", help="replace the shards already in --out")
     args = parser.parse_args(argv)
     records = load_records(args.annotation, args.media_root, args.media_type, format=args.format,
                            reader=args.reader, corpus=args.corpus)
-    summary = write_shards(records, args.out, args.shard_size)
+    try:
+        summary = write_shards(records, args.out, args.shard_size, args.overwrite)
+    except FileExistsError as err:
+        sys.exit(f"error: {err}")
     print(f"{summary['samples']} samples in {len(summary['shards'])} shards under {args.out}; "
           f"{summary['skipped']} skipped (listed in skipped.txt)")
 

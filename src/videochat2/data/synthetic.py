@@ -38,8 +38,11 @@ item format), so training renders them in the benchmark's prompt and re-orders t
 retrieval and benchmark clips come from disjoint seed streams. Same seed and settings give byte-identical
 files (single-threaded x264 with fixed options), so the manifest's checksums are reproducible.
 
-Building is cached: a root whose manifest records the same settings is reused as is; other settings are
-built in a temporary sibling folder that replaces the root by renames only when complete. Command line::
+Building is cached: a root whose manifest records the same settings is reused as is. A root built with
+other settings is refused, not replaced: runs trained on it (and the embedded LLM pretrained under it,
+`<root>/llm`) depend on its files and tokenizer ids, so other settings go to another root (`data.root=...`),
+or replace it explicitly (`replace=True`, `--replace`). A build happens in a temporary sibling folder that
+takes the root's place by renames only when complete. Command line::
 
     python -m videochat2.data.synthetic --out DIR [--seed S] [--train-videos N] [--images N] [--test-per-task N]
 """
@@ -58,9 +61,9 @@ import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -548,16 +551,31 @@ def render(clip: Clip, size: int = 64) -> np.ndarray:
     return video
 
 
+# Reproducible x264: no macroblock tree and no rate-control or sync lookahead (see write_mp4).
+X264_PARAMS = "mbtree=0:rc-lookahead=0:sync-lookahead=0"
+
+
 def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
-    """H.264 in MP4 with one encoder thread and fixed options, so the bytes depend only on the frames."""
+    """H.264 in MP4, single-threaded, with fixed options, so the bytes depend only on the frames.
+
+    x264's macroblock-tree rate control (with its lookahead) made about one clip in a few hundred encode
+    differently from one build to the next, even on one thread; without it every encode of the same
+    frames is the same file (tests/unit/test_synthetic.py builds twice and compares every byte).
+    """
+    import av  # only a build needs the encoder: readers of a built set import this module without PyAV
+
     with av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.thread_count = 1
-        stream.options = {"crf": "12", "preset": "fast", "threads": "1"}
-        for array in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+        stream.options = {"crf": "12", "preset": "fast", "threads": "1", "x264-params": X264_PARAMS}
+        for index, array in enumerate(frames):
+            # Converted to the encoder's format here, and timestamped explicitly, so the encoder gets
+            # exactly the same input every time.
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = index, Fraction(1, fps)
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
@@ -888,6 +906,12 @@ def _settings(seed: int, train_videos: int, images: int, test_per_task: int, ret
     return {"generator_version": GENERATOR_VERSION, **values}
 
 
+def _differences(built: dict, wanted: dict) -> str:
+    """`train_videos=2000 (now 500), ...`: the settings a root was built with that differ from the wanted ones."""
+    keys = [k for k in sorted(set(built) | set(wanted)) if built.get(k) != wanted.get(k)]
+    return ", ".join(f"{k}={built.get(k)!r} (now {wanted.get(k)!r})" for k in keys)
+
+
 def _read_manifest(root: Path) -> dict | None:
     try:
         return json.loads((root / "MANIFEST.json").read_text())
@@ -971,13 +995,23 @@ def build(
     retrieval_videos: int = 100,
     size: int = 64,
     workers: int | None = None,
+    replace: bool = False,
 ) -> Path:
-    """Generate the dataset under ``out_dir`` (the root) unless a complete build with these settings is there."""
+    """Generate the dataset under ``out_dir`` (the root) unless a complete build with these settings is there.
+
+    A root built with other settings is an error unless `replace` (see the module docstring for why).
+    """
     root = Path(out_dir).resolve()
     settings = _settings(seed, train_videos, images, test_per_task, retrieval_videos, size)
     manifest = _read_manifest(root)
     if manifest is not None and manifest.get("settings") == settings:
         return root
+    if manifest is not None and not replace:
+        raise FileExistsError(
+            f"{root} holds the synthetic world built with {_differences(manifest.get('settings') or {}, settings)}; "
+            "runs trained on it depend on it: build these settings under another root (data.root=<dir>) "
+            "or replace it explicitly (--replace)"
+        )
     if manifest is None and root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} is not empty and holds no synthetic MANIFEST.json; refusing to replace it")
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -1003,11 +1037,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--retrieval-videos", type=int, default=100)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--replace", action="store_true", help="replace a set built there with other settings")
     args = parser.parse_args(argv)
     try:
         root = build(args.out, seed=args.seed, train_videos=args.train_videos, images=args.images,
                      test_per_task=args.test_per_task, retrieval_videos=args.retrieval_videos, size=args.size,
-                     workers=args.workers)
+                     workers=args.workers, replace=args.replace)
     except (ValueError, FileExistsError, qa.QAGenerationError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -208,12 +208,16 @@ def llm_tokenizer_dir(config: LLMConfig, tokenizer_dir: str | Path | None, pretr
     return Path(tokenizer_dir) if tokenizer_dir is not None else resolve_model_dir(config, pretrained_root)
 
 
-def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerBase:
-    """A local tokenizer; a missing pad token becomes EOS, as the original does for batching."""
+def load_tokenizer(directory: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """A local tokenizer; a missing pad token becomes EOS, as the original does for batching.
+
+    `trust_remote_code` is passed even when False: left unset, transformers asks on a terminal whether to
+    run the code a tokenizer directory's `auto_map` names, and one "y" would run what a shared run shipped.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"tokenizer directory {directory} is missing")
-    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -326,10 +330,10 @@ def build_llm(
             raise ValueError("LLM preset 'tiny_llama' needs a tokenizer directory to size its vocabulary")
         if config.quantization is not None:
             raise ValueError("quantization applies to pretrained weights; 'tiny_llama' is built in memory")
-        tokenizer = load_tokenizer(tokenizer_dir)
+        tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code)
         model = build_tiny_llama(config, tokenizer)
     else:
-        tokenizer = load_tokenizer(llm_tokenizer_dir(config, tokenizer_dir, pretrained_root))
+        tokenizer = load_tokenizer(llm_tokenizer_dir(config, tokenizer_dir, pretrained_root), trust_remote_code)
         model = load_pretrained(config, resolve_model_dir(config, pretrained_root), trust_remote_code)
     freeze(model)
     if config.gradient_checkpointing:

@@ -18,7 +18,8 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
             f"tokenizer directory {path} does not exist: for the embedded default it is built with the "
             "synthetic data; for real runs put the Hugging Face tokenizer files there"
         )
-    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    # Explicitly False: unset, transformers would offer on a terminal to run code a shared directory names.
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
 
 
 def load_qformer_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:

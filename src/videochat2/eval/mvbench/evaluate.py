@@ -50,6 +50,8 @@ class AnswerOptions:
     batch_size: int = 8
     num_workers: int = 0
     cache_dir: str | None = None
+    # Stop at the first unreadable clip instead of scoring its question wrong (benchmark.strict_media).
+    strict_media: bool = False
 
     def __post_init__(self) -> None:
         if self.blind and self.oracle:
@@ -101,7 +103,9 @@ def answer_pending(
         options.answerer, model, loaded.llm_tokenizer, family, options.max_new_tokens, options.generate_batched
     )
     with loaded.autocast():
-        return answer_questions(on_device(loader, loaded.device), answerer, options.answerer, predictions)
+        return answer_questions(
+            on_device(loader, loaded.device), answerer, options.answerer, predictions, options.strict_media
+        )
 
 
 def evaluate_mvbench(

@@ -154,8 +154,8 @@ def _drop_partial_tail(path: Path) -> None:
         return
     keep = data.rfind(b"\n") + 1
     try:
-        json.loads(data[keep:])
-    except json.JSONDecodeError:
+        json.loads(data[keep:].decode("utf-8"))
+    except ValueError:  # also a line cut inside a multi-byte character (UnicodeDecodeError)
         path.write_bytes(data[:keep])
     else:
         path.write_bytes(data + b"\n")
@@ -170,14 +170,15 @@ def load_predictions(path: str | Path) -> dict[tuple[str, int], dict]:
     path = Path(path)
     if not path.is_file():
         return {}
-    lines = path.read_text(encoding="utf-8").split("\n")
+    # Decoded line by line: a kill can cut the last line inside a multi-byte character.
+    lines = path.read_bytes().split(b"\n")
     records: dict[tuple[str, int], dict] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
+            record = json.loads(line.decode("utf-8"))
+        except ValueError as err:
             if number == len(lines):
                 break
             raise ValueError(f"{path} line {number} is not valid JSON: {err}") from err

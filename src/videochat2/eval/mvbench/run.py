@@ -20,6 +20,7 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader, Dataset
 
+from videochat2.data.video import MediaReadError
 from videochat2.eval.mvbench.answerers import Answer
 from videochat2.eval.mvbench.results import PredictionLog, load_predictions
 from videochat2.eval.mvbench.scoring import score_prediction
@@ -137,15 +138,32 @@ def select(batch: dict, rows: list[int]) -> dict:
     return picked
 
 
-def answer_questions(loader: Iterable[dict], answerer: Answerer, answerer_name: str, predictions: str | Path) -> int:
-    """Append one record per question of `loader` to predictions.jsonl; returns how many were written."""
+def answer_questions(
+    loader: Iterable[dict], answerer: Answerer, answerer_name: str, predictions: str | Path, strict: bool = False
+) -> int:
+    """Append one record per question of `loader` to predictions.jsonl; returns how many were written.
+
+    `strict`: an unreadable clip stops the run (with the questions before it kept, so a rerun resumes).
+    """
     written = 0
     with PredictionLog(predictions) as log:
         for batch in loader:
+            if strict:
+                stop_on_unreadable(batch)
             for record in answer_batch(batch, answerer, answerer_name):
                 log.write(record)
                 written += 1
     return written
+
+
+def stop_on_unreadable(batch: dict) -> None:
+    """One line naming the first clip of `batch` that exists but could not be read."""
+    for question, error in zip(batch["questions"], batch["errors"]):
+        if error is not None:
+            raise MediaReadError(
+                f"{question.video}: unreadable ({error.splitlines()[0]}); benchmark.strict_media=true stops here: "
+                "fix or remove the file, or set benchmark.strict_media=false to score its question wrong"
+            )
 
 
 def run_records(questions: Sequence[MVBenchQuestion], predictions: str | Path) -> list[dict]:

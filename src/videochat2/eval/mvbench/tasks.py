@@ -139,10 +139,18 @@ def video_branch_tasks() -> tuple[TaskSpec, ...]:
     )
 
 
+def read_json(path: Path) -> object:
+    """A JSON file's content; malformed JSON is one line naming the file (json's own message names none)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+
 def read_tasks_json(path: str | Path) -> tuple[TaskSpec, ...]:
     """Parse and validate a ``tasks.json`` file (schema in the module docstring)."""
     path = Path(path)
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw = read_json(path)
     if not isinstance(raw, dict) or not raw:
         raise ValueError(f"{path}: expected a non-empty object {{task name: spec}}")
     return tuple(_task_from_json(path, name, entry) for name, entry in raw.items())
@@ -183,7 +191,7 @@ def iter_questions(root: str | Path, tasks: Sequence[str] | None = None) -> Iter
         source = root / "json" / spec.json_name
         if not source.is_file():
             raise FileNotFoundError(f"task {spec.name!r}: question file {source} is missing")
-        items = json.loads(source.read_text(encoding="utf-8"))
+        items = read_json(source)
         yield from _normalise_items(spec, items, root / "video", str(source))
 
 
@@ -199,7 +207,7 @@ def _select(specs: Sequence[TaskSpec], tasks: Sequence[str] | None, root: Path) 
 
 def _iter_video_branch(root: Path, tasks: Sequence[str] | None) -> Iterator[MVBenchQuestion]:
     source = root / "test.json"
-    raw = json.loads(source.read_text(encoding="utf-8"))
+    raw = read_json(source)
     if not isinstance(raw, dict) or not {"root", "meta"} <= raw.keys():
         raise ValueError(f"{source}: expected top-level keys 'root' and 'meta'")
     specs = _video_branch_specs(raw["root"], raw["meta"])
