@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 def prepare_synthetic(config: DictConfig) -> None:
     """Build the embedded synthetic set on first use (a no-op once its manifest matches)."""
     if config.get("synthetic"):
-        from videochat2.data.synthetic import build
+        from videochat2.embedded.build import build
 
         build(config.root, **config.synthetic)
 
@@ -176,7 +176,7 @@ def prepare_embedded_llm(config: DictConfig, llm: LLMConfig) -> None:
     settings = config.get("embedded_llm")
     if not settings or llm.preset != "tiny_llama" or llm.path is None:
         return
-    from videochat2.models.embedded_llm import PretrainingSchedule, load_pretraining_text, pretrain_tiny_llama
+    from videochat2.embedded.llm import PretrainingSchedule, load_pretraining_text, pretrain_tiny_llama
 
     llm_config = replace(llm, path=None, lora=False, gradient_checkpointing=False)
     text = load_pretraining_text([f"{config.root}/annotations/{name}.json" for name in settings.corpus])

@@ -77,7 +77,7 @@ def train_overrides(dirs: dict[str, Path], run: str = "t", steps: int = 3) -> li
 @pytest.fixture(scope="session")
 def dirs(tmp_path_factory) -> dict[str, Path]:
     """The small synthetic set and an output root, shared by every end-to-end test."""
-    from videochat2.data.synthetic import build
+    from videochat2.embedded.build import build
 
     data_dir = tmp_path_factory.mktemp("data")
     build(data_dir / "synthetic", **SMALL_SYNTHETIC)

@@ -19,7 +19,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from videochat2.models.embedded_llm import SETTINGS_FILE, PretrainingSchedule, PretrainingText, pretrain_tiny_llama
+from videochat2.embedded.llm import SETTINGS_FILE, PretrainingSchedule, PretrainingText, pretrain_tiny_llama
 from videochat2.models.llm import (
     PRESETS,
     LLMConfig,

@@ -16,7 +16,12 @@ import pytest
 from PIL import Image
 
 from videochat2.data import qa_generation as qa
-from videochat2.data import synthetic as syn
+from videochat2.embedded import build as building
+from videochat2.embedded.build import build, main
+from videochat2.embedded.jobs import _seed
+from videochat2.embedded.render import render
+from videochat2.embedded.tasks import TASKS, sample_clip
+from videochat2.embedded.world import FLASH_COLOUR, GENERATOR_VERSION
 
 SMALL = dict(seed=3, train_videos=40, images=10, test_per_task=30, retrieval_videos=10, size=64)
 TINY = dict(seed=5, train_videos=9, images=2, test_per_task=2, retrieval_videos=2, size=64)
@@ -27,7 +32,7 @@ MOTION_TASKS = ("moving_direction", "moving_attribute", "action_sequence", "acti
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    return syn.build(tmp_path_factory.mktemp("synthetic") / "set", **SMALL)
+    return build(tmp_path_factory.mktemp("synthetic") / "set", **SMALL)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +56,7 @@ def test_layout_and_manifest(root):
     ):
         assert load(root, name), name
     manifest = json.loads((root / "MANIFEST.json").read_text())
-    assert manifest["seed"] == SMALL["seed"] and manifest["generator_version"] == syn.GENERATOR_VERSION
+    assert manifest["seed"] == SMALL["seed"] and manifest["generator_version"] == GENERATOR_VERSION
     assert manifest["counts"]["pretrain_video"] == 40 and manifest["counts"]["retrieval_test"] == 10
     on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {"MANIFEST.json"}
     assert set(manifest["checksums"]) == on_disk
@@ -59,7 +64,7 @@ def test_layout_and_manifest(root):
 
 def test_every_video_decodes_to_its_recorded_frames(root, events):
     videos = [e for e in events.values() if e["path"].endswith(".mp4")]
-    assert len(videos) == 40 + 10 + 30 * (len(syn.TASKS) - 1)
+    assert len(videos) == 40 + 10 + 30 * (len(TASKS) - 1)
     for ann in videos:
         reader = decord.VideoReader(str(root / ann["path"]), num_threads=1)
         assert len(reader) == ann["num_frames"], ann["path"]
@@ -73,12 +78,12 @@ def test_every_video_decodes_to_its_recorded_frames(root, events):
 
 def test_decoded_pixels_match_the_ground_truth(root, events):
     """The encoding keeps what the questions are about: colours and positions survive H.264."""
-    for task, spec in syn.TASKS.items():
+    for task, spec in TASKS.items():
         path = f"mvbench/video/{spec.prefix}{task}_0000" + ("" if spec.media_type == "frame" else ".mp4")
         ann = events[path]
-        clip = syn.sample_clip(task, syn._seed(SMALL["seed"], "bench", task, 0), 0, 64)
+        clip = sample_clip(task, _seed(SMALL["seed"], "bench", task, 0), 0, 64)
         assert clip.label == ann["label"]
-        expected = syn.render(clip, 64).astype(int)
+        expected = render(clip, 64).astype(int)
         if spec.media_type == "frame":
             decoded = np.stack([np.asarray(Image.open(p)) for p in sorted((root / path).iterdir())]).astype(int)
         else:
@@ -89,7 +94,7 @@ def test_decoded_pixels_match_the_ground_truth(root, events):
 
 def test_mvbench_items_are_valid(root, events):
     tasks = json.loads((root / "mvbench" / "tasks.json").read_text())
-    assert list(tasks) == list(syn.TASKS) and len(tasks) >= 8
+    assert list(tasks) == list(TASKS) and len(tasks) >= 8
     assert any(t["bound"] for t in tasks.values()) and any(t["media_type"] == "frame" for t in tasks.values())
     for entry in tasks.values():
         assert set(entry) == {"json", "prefix", "media_type", "bound", "abbr"}
@@ -112,7 +117,7 @@ def test_mvbench_items_are_valid(root, events):
 
 
 def test_gold_positions_and_answer_texts_are_balanced(root):
-    for task, spec in syn.TASKS.items():
+    for task, spec in TASKS.items():
         items = json.loads((root / "mvbench" / "json" / f"{task}.json").read_text())
         letters = Counter(i["candidates"].index(i["answer"]) for i in items)
         assert max(letters.values()) <= 0.4 * len(items), (task, letters)
@@ -150,7 +155,7 @@ def test_training_annotations_are_valid_and_disjoint_from_benchmark(root, events
         assert (base / item[key]).is_file() and item["answer"] in item["candidates"]
         assert len(set(item["candidates"])) == len(item["candidates"]) >= 3
     covered = {Path(r["video"]).name.rsplit("_", 1)[0] for r in load(root, "instruction_video_mc")}
-    assert covered == set(syn.TASKS)
+    assert covered == set(TASKS)
     manifest = json.loads((root / "MANIFEST.json").read_text())["checksums"]
     train = {h for p, h in manifest.items() if p.startswith("videos/")}
     bench = {h for p, h in manifest.items() if p.startswith("mvbench/video/")}
@@ -165,7 +170,7 @@ def _template_pattern(templates):
 
 def test_training_and_benchmark_ask_with_the_same_templates(root):
     """Stage 3 sees every benchmark question type, on other clips."""
-    for task, spec in syn.TASKS.items():
+    for task, spec in TASKS.items():
         pattern = _template_pattern(spec.templates)
         bench = json.loads((root / "mvbench" / "json" / f"{task}.json").read_text())
         trained = [r["question"] for r in load(root, "instruction_video_mc") if Path(r["video"]).name.startswith(task)]
@@ -189,7 +194,7 @@ def _object_view(clip, name, t):
         if name in (track.name, track.shape):
             if not track.visible[t]:
                 return ("hidden",)
-            return (track.colour[t] == syn.FLASH_COLOUR, int(track.x[t] * 3 // 64), int(track.y[t] * 3 // 64))
+            return (track.colour[t] == FLASH_COLOUR, int(track.x[t] * 3 // 64), int(track.y[t] * 3 // 64))
     return ("hidden",)
 
 
@@ -210,12 +215,12 @@ def _candidate_view(clip, candidate, t):
 
 def oracle_accuracy(task, view, n=1200):
     """Accuracy of the best guess from ``view(clip, item, option)`` for each option, fitted on 2/3 of n clips."""
-    clips = [syn.sample_clip(task, (11, 99, i), i) for i in range(n)]
+    clips = [sample_clip(task, (11, 99, i), i) for i in range(n)]
     records = [
         {"video": str(i), "label": c.label, **c.fields, **({"distractors": c.distractors} if c.distractors else {})}
         for i, c in enumerate(clips)
     ]
-    items, _ = qa.build_items(records, syn.TASKS[task].qa_task(task), seed=1)
+    items, _ = qa.build_items(records, TASKS[task].qa_task(task), seed=1)
     views = [[(view(c, i, o), o == i["answer"]) for o in i["candidates"]] for c, i in zip(clips, items)]
     split, table = 2 * n // 3, {}
     for options in views[:split]:
@@ -239,14 +244,14 @@ def _text_view(clip, item, option):
     return option, lengths.index(len(option)), item["question"].split()[0]
 
 
-@pytest.mark.parametrize("task", list(syn.TASKS))
+@pytest.mark.parametrize("task", list(TASKS))
 def test_text_alone_is_at_chance(task):
     """A blind model that knows each option's text, its length rank and the question cannot beat chance."""
     accuracy, chance = oracle_accuracy(task, _text_view)
     assert accuracy <= chance + 0.07, (task, accuracy, chance)
 
 
-@pytest.mark.parametrize("task", list(syn.TASKS))
+@pytest.mark.parametrize("task", list(TASKS))
 def test_the_middle_frame_alone_is_at_chance(task):
     accuracy, chance = single_frame_oracle(task, 0.5)
     assert accuracy <= chance + 0.07, (task, accuracy, chance)
@@ -268,7 +273,7 @@ def test_oracle_detects_a_leaky_task():
 def test_events_span_several_of_eight_sampled_frames():
     for task in ("moving_direction", "object_existence", "character_order", "state_change"):
         for i in range(30):
-            clip = syn.sample_clip(task, (7, 7, i), i)
+            clip = sample_clip(task, (7, 7, i), i)
             picks = [int((k + 0.5) * clip.num_frames / 8) for k in range(8)]
             for event in clip.events:
                 if event["type"] in ("transient", "char", "disappear", "colour_change"):
@@ -281,25 +286,25 @@ def test_events_span_several_of_eight_sampled_frames():
 
 def test_same_seed_same_bytes_and_cache_is_reused(root, tmp_path):
     """Finding 7: about one clip in a few hundred used to encode differently from one build to the next."""
-    a = syn.build(tmp_path / "a", **REPRODUCED)
-    b = syn.build(tmp_path / "b", **REPRODUCED)
+    a = build(tmp_path / "a", **REPRODUCED)
+    b = build(tmp_path / "b", **REPRODUCED)
     checksums = [json.loads((r / "MANIFEST.json").read_text())["checksums"] for r in (a, b)]
     assert sum(name.endswith(".mp4") for name in checksums[0]) >= 150
     assert [name for name in checksums[0] if checksums[0][name] != checksums[1].get(name)] == []
     assert checksums[0] == checksums[1]
     stamp = (root / "MANIFEST.json").stat().st_mtime_ns
     start = time.perf_counter()
-    assert syn.build(root, **SMALL) == root
+    assert build(root, **SMALL) == root
     assert time.perf_counter() - start < 1.0 and (root / "MANIFEST.json").stat().st_mtime_ns == stamp
 
 
 def test_new_settings_refuse_to_replace_a_built_set(tmp_path):
     """Finding 6: other settings silently rebuilt the root under existing runs (and deleted its LLM)."""
     target = tmp_path / "set"
-    syn.build(target, **TINY)
+    build(target, **TINY)
     (target / "llm").mkdir()  # what stage 2 pretrains under the root
     with pytest.raises(FileExistsError, match=r"seed=5 \(now 6\).*data.root=.*--replace") as refused:
-        syn.build(target, **{**TINY, "seed": 6})
+        build(target, **{**TINY, "seed": 6})
     assert "\n" not in str(refused.value)
     assert (target / "llm").is_dir() and json.loads((target / "MANIFEST.json").read_text())["seed"] == 5
 
@@ -309,14 +314,14 @@ def test_module_import_does_not_need_pyav():
     import subprocess
     import sys
 
-    code = "import sys; sys.modules['av'] = None; import videochat2.data.synthetic"
+    code = "import sys; sys.modules['av'] = None; import videochat2.embedded.build"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
 def test_new_settings_replace_the_set_whole_when_asked(tmp_path):
     target = tmp_path / "set"
-    syn.build(target, **TINY)
-    syn.build(target, **{**TINY, "seed": 6, "retrieval_videos": 1}, replace=True)
+    build(target, **TINY)
+    build(target, **{**TINY, "seed": 6, "retrieval_videos": 1}, replace=True)
     manifest = json.loads((target / "MANIFEST.json").read_text())
     assert manifest["seed"] == 6
     on_disk = {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()} - {"MANIFEST.json"}
@@ -330,19 +335,19 @@ def test_interrupted_build_is_not_taken_as_complete(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(syn, "train_tokenizers", crash)
+    monkeypatch.setattr(building, "train_tokenizers", crash)
     with pytest.raises(KeyboardInterrupt):
-        syn.build(target, **TINY, workers=1)
+        build(target, **TINY, workers=1)
     assert not target.exists() and list(tmp_path.iterdir()) == []
     target.mkdir()
     (target / "videos").mkdir()
     with pytest.raises(FileExistsError, match="no synthetic MANIFEST.json"):
-        syn.build(target, **TINY)
+        build(target, **TINY)
 
 
 def test_cli_builds_and_rejects_bad_settings(tmp_path, capsys):
     assert (
-        syn.main(
+        main(
             [
                 "--out",
                 str(tmp_path / "cli"),
@@ -361,7 +366,7 @@ def test_cli_builds_and_rejects_bad_settings(tmp_path, capsys):
         == 0
     )
     assert (tmp_path / "cli" / "MANIFEST.json").is_file()
-    assert syn.main(["--out", str(tmp_path / "x"), "--size", "31"]) == 2
+    assert main(["--out", str(tmp_path / "x"), "--size", "31"]) == 2
     assert "size must be" in capsys.readouterr().err
 
 

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from videochat2.builder import build_model
 from videochat2.chat import main as chat_main
-from videochat2.data.synthetic import train_tokenizers
+from videochat2.embedded.tokenizers import train_tokenizers
 from videochat2.export import PARTS, export
 from videochat2.loader import load_model
 from videochat2.models.alignment import AlignmentConfig

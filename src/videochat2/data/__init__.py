@@ -1,1 +1,1 @@
-"""Data: readers, frame sampling, transforms, annotation formats, synthetic world."""
+"""Data: readers, frame sampling, transforms, annotation formats."""
