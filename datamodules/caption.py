@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from datamodules.common import ResumableDataModule, build_corpus, load_entry, prepare_synthetic
+from datamodules.common import ResumableDataModule, build_corpus, load_entry, prepare_embedded
 from videochat2.data.collators import CaptionCollator
 from videochat2.data.media_dataset import MediaDataset
 from videochat2.data.transforms import FrameTransform
@@ -22,7 +22,7 @@ class CaptionDataModule(ResumableDataModule):
         self.seed = seed
 
     def prepare_data(self) -> None:
-        prepare_synthetic(self.config)
+        prepare_embedded(self.config)
 
     def setup(self, stage: str | None = None) -> None:
         cfg = self.config

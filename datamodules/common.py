@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from lightning.pytorch import LightningDataModule
 from omegaconf import DictConfig
@@ -12,17 +13,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from videochat2.data.formats import DEFAULT_FORMAT, MediaRecord, load_records
 from videochat2.data.mixing import MediaTypeBatchSampler
+from videochat2.embedded.llm import PretrainingSchedule
+from videochat2.embedded.prepare import LLMPretraining, prepare
 from videochat2.models.llm import LLMConfig
 
 log = logging.getLogger(__name__)
-
-
-def prepare_synthetic(config: DictConfig) -> None:
-    """Build the embedded synthetic set on first use (a no-op once its manifest matches)."""
-    if config.get("synthetic"):
-        from videochat2.embedded.build import build
-
-        build(config.root, **config.synthetic)
 
 
 @dataclass
@@ -171,14 +166,25 @@ class ResumableDataModule(LightningDataModule):
         self._resume_state = state_dict.get("train_sampler")
 
 
-def prepare_embedded_llm(config: DictConfig, llm: LLMConfig) -> None:
-    """Pretrain the embedded tiny Llama on the synthetic text on first use (a no-op when it is there)."""
+def prepare_embedded(config: DictConfig, llm: LLMConfig | None = None) -> None:
+    """Build the embedded world on first use and, given the stage's `llm`, pretrain its tiny Llama on the text.
+
+    Every process of a multi-process run calls this before the Trainer exists; the work is done once
+    (`videochat2.embedded.prepare` holds a file lock) and is a no-op once it is on disk.
+    """
+    world = dict(config.synthetic) if config.get("synthetic") else None
+    prepare(config.root, world, embedded_llm(config, llm) if llm is not None else None)
+
+
+def embedded_llm(config: DictConfig, llm: LLMConfig) -> LLMPretraining | None:
+    """The embedded tiny Llama's pretraining, when the data preset asks for it and the stage uses that LLM."""
     settings = config.get("embedded_llm")
     if not settings or llm.preset != "tiny_llama" or llm.path is None:
-        return
-    from videochat2.embedded.llm import PretrainingSchedule, load_pretraining_text, pretrain_tiny_llama
-
-    llm_config = replace(llm, path=None, lora=False, gradient_checkpointing=False)
-    text = load_pretraining_text([f"{config.root}/annotations/{name}.json" for name in settings.corpus])
-    schedule = PretrainingSchedule(steps=settings.steps, batch_size=settings.batch_size, seed=settings.seed)
-    pretrain_tiny_llama(text, settings.tokenizer, llm.path, llm_config, schedule)
+        return None
+    return LLMPretraining(
+        config=replace(llm, path=None, lora=False, gradient_checkpointing=False),
+        out_dir=Path(llm.path),
+        tokenizer=Path(settings.tokenizer),
+        corpus=tuple(settings.corpus),
+        schedule=PretrainingSchedule(steps=settings.steps, batch_size=settings.batch_size, seed=settings.seed),
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from datamodules.common import ResumableDataModule, build_corpus, prepare_embedded_llm, prepare_synthetic
+from datamodules.common import ResumableDataModule, build_corpus, prepare_embedded
 from videochat2.data.collators import ConversationCollator
 from videochat2.data.media_dataset import MediaDataset
 from videochat2.data.transforms import FrameTransform
@@ -27,8 +27,7 @@ class ConversationDataModule(ResumableDataModule):
         self.seed = seed
 
     def prepare_data(self) -> None:
-        prepare_synthetic(self.config)
-        prepare_embedded_llm(self.config, self.spec.llm)
+        prepare_embedded(self.config, self.spec.llm)
 
     def setup(self, stage: str | None = None) -> None:
         cfg, spec = self.config, self.spec

@@ -181,6 +181,7 @@ def fit(cfg: DictConfig, stage_dir: StageDir) -> dict[str, float]:
     spec = model_spec(cfg)
     # Built as partials, then called: Hydra would turn the spec (a dataclass) into a config node.
     datamodule = instantiate(cfg.datamodule, _partial_=True)(data=cfg.data, spec=spec, seed=cfg.seed)
+    # Every process gets here before the Trainer exists; the embedded data and LLM are made once (a file lock).
     datamodule.prepare_data()
     init_from = init_chain(cfg.model.init_from, stage_dir)
     module = instantiate(cfg.module, _partial_=True)(

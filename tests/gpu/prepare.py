@@ -16,13 +16,12 @@ def prepare(data_dir: Path) -> Path:
 
     What stage 2 prepares on first use, done here, so the GPU host only reads it.
     """
-    from datamodules.common import prepare_embedded_llm, prepare_synthetic
+    from datamodules.common import prepare_embedded
     from recipes.train import model_spec
     from tests.unit.test_configs import compose_train
 
     cfg = compose_train(["stage=2", *train_overrides({"data": data_dir, "out": data_dir / ".unused"})])
-    prepare_synthetic(cfg.data)
-    prepare_embedded_llm(cfg.data, model_spec(cfg).llm)
+    prepare_embedded(cfg.data, model_spec(cfg).llm)
     return data_dir
 
 

@@ -36,10 +36,12 @@ Layout under the root returned by :func:`build` (all media paths in annotation f
 Multiple-choice instruction items are MVBench items of training clips (``*_mc.json``, the benchmark's own
 item format), so training renders them in the benchmark's prompt and re-orders their options. Training,
 retrieval and benchmark clips come from disjoint seed streams. Same seed and settings give byte-identical
+files (single-threaded x264 with fixed options), so the manifest's checksums are reproducible.
 
 One module per job, in the order a build uses them: `world` (the vocabulary and a clip's state), `tasks`
 (the nine benchmark tasks), `render` (frames and media files), `captions`, `jobs` (one clip per worker
 process), `annotations` (the video annotation files), `images` (still scenes), `tokenizers`, `build` (the
-cached build and its command line, `python -m videochat2.embedded --out DIR`), and `llm` (the tiny LLM's
-pretraining). Names with a leading underscore are shared between these modules only.
+cached build and its command line, `python -m videochat2.embedded --out DIR`), `llm` (the tiny LLM's
+pretraining) and `prepare` (the build and the pretraining, done once however many processes ask). Names
+with a leading underscore are shared between these modules only.
 """
