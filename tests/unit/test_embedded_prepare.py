@@ -7,6 +7,8 @@ import json
 import multiprocessing
 from pathlib import Path
 
+import pytest
+
 from videochat2.embedded.llm import PretrainingSchedule
 from videochat2.embedded.prepare import LLMPretraining, lock_path, prepare
 from videochat2.models.llm import LLMConfig
@@ -52,6 +54,7 @@ def prepare_counting_work(root: str, marker: str, result: str, start) -> None:
     Path(result).write_text(json.dumps(files_of(Path(root))))
 
 
+@pytest.mark.slow  # two fresh interpreters importing torch, on a shared CPU: about half a minute
 def test_two_processes_asking_at_once_prepare_once_and_see_the_same_files(tmp_path):
     root, marker = tmp_path / "data" / "synthetic", tmp_path / "work.log"
     context = multiprocessing.get_context("spawn")
