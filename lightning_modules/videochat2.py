@@ -106,6 +106,7 @@ class VideoChat2Module(LightningModule):
             "input_ids_before",
             "input_ids_after",
             "labels_after",
+            "attention_after",
             "instruction_ids",
             "instruction_mask",
         )
