@@ -52,6 +52,8 @@ def test_frame_folder_gif_and_image_times(tmp_path, still_image):
     assert folder_times == pytest.approx([1 / 3, 4 / 3, 7 / 3])  # 3 fps, frames 1, 4, 7
     assert gif.shape[0] == 3 and gif_times == pytest.approx([1 / 25, 4 / 25, 7 / 25])  # 25 fps as the original
     assert image_times == []
+    as_video = read_media(tmp_path / "ramp.gif", "video", FrameSampling(3, "middle"))  # TGIF entries are videos
+    assert torch.equal(as_video, gif)
 
 
 def test_dataset_carries_frame_times_only_when_asked(ramp_video):

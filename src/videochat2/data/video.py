@@ -306,7 +306,10 @@ def read_media(
     times: list[float] | None = None,
 ) -> torch.Tensor:
     """Dispatch on media type: video | frame | gif | image. The sampled frames' times in seconds are
-    appended to `times` when given (a still image has none)."""
+    appended to `times` when given (a still image has none). A video entry whose file is a `.gif` (the TGIF
+    corpora of the instruction data) is read as a GIF at 25 fps, as the original's video loader does."""
+    if media_type == "video" and isinstance(path, (str, Path)) and str(path).lower().endswith(".gif"):
+        return read_gif(path, sampling, rng, bound, times=times)
     if media_type == "video":
         return read_video(path, sampling, rng, bound, backend, times)
     if media_type == "frame":
