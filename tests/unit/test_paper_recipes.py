@@ -75,3 +75,12 @@ def test_recipe_composes_with_cfg_job(recipe):
     job = yaml.safe_load(done.stdout)
     assert job["global_batch_size"] == RECIPES[recipe][0]
     assert job["trainer"]["max_steps"] == -1
+
+
+@pytest.mark.parametrize(
+    "family, prompt", [("vicuna7b", "vicuna_v0"), ("mistral7b", "mistral_instruct"), ("phi3", "phi3")]
+)
+def test_mvbench_recipes_use_the_official_frames_for_each_released_model(family, prompt):
+    cfg = compose_train([f"eval_recipe=videochat2_{family}_mvbench"], config_name="eval")
+    assert (cfg.benchmark.num_frames, cfg.benchmark.transform, cfg.eval.prompt) == (16, "official", prompt)
+    assert cfg.model.init_from.endswith("_stage3.pth") and cfg.eval.answerer == "generate"
