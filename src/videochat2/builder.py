@@ -91,13 +91,21 @@ def is_bert_directory(path: str | Path) -> bool:
     return config.is_file() and json.loads(config.read_text()).get("model_type") == "bert"
 
 
-def split_bert_directories(checkpoints: Sequence[str | Path]) -> tuple[list[Path], list[str | Path]]:
-    """(BERT directories, other checkpoints) of a stage-1 `init_from`; a missing `bert*` path is named as such."""
+def split_bert_directories(
+    checkpoints: Sequence[str | Path], required: bool = True
+) -> tuple[list[Path], list[str | Path]]:
+    """(BERT directories, other checkpoints) of an `init_from` chain.
+
+    A missing `bert*` path is reported as a missing BERT directory when `required`, else left out (a stage-2/3
+    chain inherits it from stage 1 but takes the whole Q-Former from the stage-1 weights after it).
+    """
     bert, rest = [], []
     for checkpoint in checkpoints:
         path = Path(checkpoint)
         if path.name.lower().startswith("bert") and not path.exists():
-            raise FileNotFoundError(missing_bert_message(path))
+            if required:
+                raise FileNotFoundError(missing_bert_message(path))
+            continue
         if is_bert_directory(path):
             bert.append(path)
         else:
@@ -143,7 +151,7 @@ def build_videochat2(
     spec = replace(spec, qformer=qformer_config_for_tokenizer(spec.qformer, qformer_tokenizer))
     # A stage-1 chain may start with the BERT directory its Q-Former began from; the stage-1 weights after it
     # carry the whole Q-Former, so it has nothing left to give here.
-    checkpoints = split_bert_directories(checkpoints)[1]
+    checkpoints = split_bert_directories(checkpoints, required=False)[1]
     llm, llm_tokenizer = build_llm(spec.llm, spec.llm_tokenizer, spec.pretrained_root, trust_remote_code)
     model = VideoChat2(spec.videochat2, spec.vision, spec.qformer, llm)
     always = (BASE_LLM,) if spec.videochat2.qformer_text_input else (BASE_LLM, UNUSED_TEXT_PATH)

@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from transformers import BertConfig, BertForMaskedLM, BertTokenizer
 
-from videochat2.builder import build_alignment
+from videochat2.builder import build_alignment, split_bert_directories
 from videochat2.distributed import gather_with_grad
 from videochat2.models.alignment import AlignmentConfig
 from videochat2.models.qformer import QFormerConfig
@@ -70,6 +70,14 @@ def test_a_missing_bert_directory_says_what_to_put_there(tmp_path):
     tiny_bert(tmp_path / "tokenizer")
     with pytest.raises(FileNotFoundError, match="bert-base-uncased.*put a Hugging Face BERT directory there"):
         build_alignment(stage1_spec(tmp_path / "tokenizer"), [tmp_path / "bert-base-uncased"], ["qformer"])
+
+
+def test_later_stages_leave_the_bert_directory_of_their_stage1_chain_out(tmp_path):
+    tiny_bert(tmp_path / "bert-base-uncased")
+    chain = [tmp_path / "bert-base-uncased", tmp_path / "bert-moved", tmp_path / "stage1.ckpt"]
+    assert split_bert_directories(chain, required=False) == ([tmp_path / "bert-base-uncased"], [chain[2]])
+    with pytest.raises(FileNotFoundError, match="bert-moved"):
+        split_bert_directories(chain)
 
 
 def test_the_original_decay_rule_decays_queries_temperature_and_temporal_embedding():
