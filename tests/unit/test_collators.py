@@ -124,3 +124,14 @@ def test_time_message_comes_from_the_reader_times(mistral):
         collator.conversation(sample(qa=qa), None)
     plain = ConversationCollator(mistral, "vicuna_v0", 128).conversation(sample(qa=qa, seconds=[0.5]), None)
     assert "frames sampled" not in plain.text
+
+
+def test_a_byte_level_tokenizer_keeps_the_space_before_a_caption_tokenized_apart():
+    """SentencePiece captions bring their own word start; a byte-level one gets the template's space instead."""
+    from tests.unit.test_eval_mvbench import char_tokenizer
+
+    byte_level = char_tokenizer()
+    batch = ConversationCollator(byte_level, "vicuna_v0", 64).collate(captions("A cat."), random.Random(0))
+    caption = batch["input_ids_after"][0][batch["labels_after"][0] != -100]
+    assert byte_level.decode(caption).startswith(" A cat.")
+    assert not request_text(byte_level, batch, 0).endswith(" ")

@@ -339,6 +339,13 @@ def caption_request(template: str, media_type: str, prompt_set: str, rng: random
     return CAPTION_FORMATS[template][0].format(rng.choice(caption_prompts(media_type, prompt_set)))
 
 
+def prefixes_a_space(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the tokenizer starts every text with a word-start piece (SentencePiece's `▁`), as LLaMA,
+    Mistral and Phi-3 do; byte-level BPEs do not, and a text tokenized apart keeps only the spaces it has."""
+    first = tokenizer("a", add_special_tokens=False)["input_ids"][:1]
+    return bool(first) and tokenizer.convert_ids_to_tokens(first)[0].startswith("▁")
+
+
 def tokenize_caption_batch(
     request: str,
     captions: Sequence[str],
@@ -363,14 +370,16 @@ def tokenize_caption_batch(
         raise ValueError(f"caption padding side must be left or right, got {side!r}")
     placeholder = next(tags[1] for tags in MEDIA_TAGS.values() if tags[1] in request)
     before_text, after_text = request.split(placeholder)
-    # The original's Vicuna tokenizer (slow SentencePiece) drops the template's trailing space; a kept one
-    # would only be a lone `▁` before the caption, which brings its own.
+    # The original's Vicuna tokenizer (slow SentencePiece) drops the template's trailing space: a SentencePiece
+    # caption brings its own `▁`. A byte-level tokenizer adds none, so the space goes in front of the caption.
+    space = after_text[len(after_text.rstrip(" ")) :]
     after_text = after_text.rstrip(" ")
+    lead = "" if prefixes_a_space(tokenizer) else space
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     before = torch.tensor(bos + _encode(tokenizer, before_text)[0], dtype=torch.long)
     after = torch.tensor(_encode(tokenizer, after_text)[0], dtype=torch.long)
     end = CAPTION_FORMATS[template][1]
-    texts = [tokenizer(c + end, add_special_tokens=False)["input_ids"][:max_length] for c in captions]
+    texts = [tokenizer(lead + c + end, add_special_tokens=False)["input_ids"][:max_length] for c in captions]
     longest = max(len(ids) for ids in texts)
     batch: dict[str, list[torch.Tensor]] = {key: [] for key in ("before", "after", "labels", "attention")}
     for ids in texts:
