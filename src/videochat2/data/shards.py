@@ -202,6 +202,7 @@ class ShardStream(IterableDataset):
         max_retries: int = 10,
         read_timeout_s: float | None = None,
         shuffle: bool = False,
+        frame_times: bool = False,
     ) -> None:
         if resampled and not epoch_batches:
             raise ValueError("a resampled shard stream needs epoch_batches (it never ends on its own)")
@@ -210,6 +211,8 @@ class ShardStream(IterableDataset):
         self.shards, self.sampling, self.transform = list(shards), sampling, transform
         self.batch_size, self.rank, self.world_size, self.seed = batch_size, rank, world_size, seed
         self.resampled, self.epoch_batches, self.read = resampled, epoch_batches, read
+        # Each sample carries `seconds` (the frames' times) for the original's time message, as MediaDataset's.
+        self.frame_times = frame_times
         self.max_retries, self.read_timeout_s, self.shuffle = max_retries, read_timeout_s, shuffle
         self.epoch = 0
 
@@ -248,11 +251,13 @@ class ShardStream(IterableDataset):
         for index, (shard, key, members) in enumerate(raw):
             rng = random.Random(f"{stream}:{index}")
             record = None
+            times: list[float] | None = [] if self.frame_times else None
+            extra = {"times": times} if times is not None else {}
             try:
                 record, media = _unpack(members)
                 frames = read_with_deadline(
                     lambda: self.read(io.BytesIO(media), record.media_type, self.sampling, rng, _bound(record),
-                                      record.reader),
+                                      record.reader, **extra),
                     self.read_timeout_s, record.path,
                 )
             except Exception as err:  # one bad sample, reported, never a dead worker
@@ -262,7 +267,7 @@ class ShardStream(IterableDataset):
                     raise MediaReadError(f"{len(skipped)} unreadable samples in a row; last: {skipped[-1]}") from None
                 continue
             yield {"pixel_values": self.transform(frames, rng), "record": record, "idx": index,
-                   "media_type": record.media_type, "skipped": skipped}
+                   "media_type": record.media_type, "skipped": skipped, "seconds": times}
             skipped = []
         if skipped:  # no later sample to carry them into the run's count
             log.warning("%d unreadable samples at the end of a shard stream: %s", len(skipped), "; ".join(skipped))
@@ -311,7 +316,7 @@ def stream_loader(
     stream = ShardStream(
         names, dataset.sampling, dataset.transform, batch_size, rank=rank, world_size=world_size,
         seed=seed, resampled=epoch_batches is not None, epoch_batches=epoch_batches, read=dataset.read,
-        read_timeout_s=dataset.read_timeout_s, shuffle=True,
+        read_timeout_s=dataset.read_timeout_s, shuffle=True, frame_times=getattr(dataset, "frame_times", False),
     )
     return DataLoader(stream, batch_size=None, num_workers=num_workers, collate_fn=collate,
                       persistent_workers=num_workers > 0)
