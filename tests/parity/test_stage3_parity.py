@@ -46,7 +46,7 @@ RECORDS = [
 ]
 
 
-def build_from_record(record: dict, bos_quirk: bool) -> tuple[VideoChat2, object]:
+def build_from_record(record: dict, bos_quirk: bool = True) -> tuple[VideoChat2, object]:
     model_cfg, bert = record["model_config"], record["bert_config"]
     vit = model_cfg["vision_encoder"]
     vision = VisionConfig(
