@@ -234,8 +234,9 @@ def _moving_direction(rng: np.random.Generator, label_index: int, size: int) -> 
     mover = _track(*mover_obj, pos[0], clip.num_frames)
     _move_wrapping(mover, direction, size * rng.uniform(0.7, 1.0), size, rng)
     clip.tracks.append(mover)
-    clip.events.append({"type": "move", "object": mover.name, "direction": direction,
-                        "start": 0, "end": clip.num_frames - 1})
+    clip.events.append(
+        {"type": "move", "object": mover.name, "direction": direction, "start": 0, "end": clip.num_frames - 1}
+    )
     clip.fields = {"object": mover.name}
     return clip
 
@@ -264,9 +265,16 @@ def _action_count(rng: np.random.Generator, label_index: int, size: int) -> Clip
     starts = _pulse_starts(rng, frames, count, length, gap)
     for start in starts:
         target.colour[start : start + length] = [FLASH_COLOUR] * length
-    clip.events.append({"type": "flash", "object": target.name, "count": COUNTS[count - 1],
-                        "start": starts[0], "end": starts[-1] + length - 1,
-                        "pulses": [[s, s + length - 1] for s in starts]})
+    clip.events.append(
+        {
+            "type": "flash",
+            "object": target.name,
+            "count": COUNTS[count - 1],
+            "start": starts[0],
+            "end": starts[-1] + length - 1,
+            "pulses": [[s, s + length - 1] for s in starts],
+        }
+    )
     clip.fields = {"object": target.name}
     return clip
 
@@ -311,8 +319,9 @@ def _char_slot(t: int, frames: int) -> int | None:
 def _character_order(rng: np.random.Generator, label_index: int, size: int) -> Clip:
     clip = _clip("character_order", _num_frames(rng, 28, 40), rng)
     chars = [str(c) for c in rng.permutation(list(GLYPHS))[:4]]
-    clip.chars = [None if (slot := _char_slot(t, clip.num_frames)) is None else chars[slot]
-                  for t in range(clip.num_frames)]
+    clip.chars = [
+        None if (slot := _char_slot(t, clip.num_frames)) is None else chars[slot] for t in range(clip.num_frames)
+    ]
     for k, char in enumerate(chars):
         shown = [t for t, c in enumerate(clip.chars) if c == char]
         clip.events.append({"type": "char", "char": char, "order": k, "start": shown[0], "end": shown[-1]})
@@ -337,8 +346,16 @@ def _scene_transition(rng: np.random.Generator, label_index: int, size: int) -> 
     cut = phase.index(1)
     clip.events = [{"type": "scene_change", "from": first, "to": second, "start": cut, "end": phase.index(2)}]
     hub, other = (first, second) if rng.random() < 0.5 else (second, first)
-    clip.distractors = [d for d in (f"from {hub} to {other}", f"from {other} to {hub}",
-                                    f"from {hub} to {third}", f"from {third} to {hub}") if d != clip.label]
+    clip.distractors = [
+        d
+        for d in (
+            f"from {hub} to {other}",
+            f"from {other} to {hub}",
+            f"from {hub} to {third}",
+            f"from {third} to {hub}",
+        )
+        if d != clip.label
+    ]
     return clip
 
 
@@ -358,8 +375,17 @@ def _state_change(rng: np.random.Generator, label_index: int, size: int) -> Clip
     if kind == STATE_CHANGES[0]:
         new = _other_colour(rng, target.colour[0], other[1])
         target.colour[when:] = [new] * (clip.num_frames - when)
-        clip.events.append({"type": "colour_change", "object": target.name, "shape": target.shape,
-                            "from": target.colour[0], "to": new, "start": when, "end": when})
+        clip.events.append(
+            {
+                "type": "colour_change",
+                "object": target.name,
+                "shape": target.shape,
+                "from": target.colour[0],
+                "to": new,
+                "start": when,
+                "end": when,
+            }
+        )
     elif kind == STATE_CHANGES[1]:
         target.visible[when:] = False
         clip.events.append({"type": "disappear", "object": target.name, "start": when, "end": when})
@@ -385,8 +411,18 @@ def _action_localization(rng: np.random.Generator, label_index: int, size: int) 
     for when in sorted((inside, outside)):
         new = _other_colour(rng, colour, other[1])
         target.colour[when:] = [new] * (frames - when)
-        clip.events.append({"type": "colour_change", "object": target.name, "shape": target.shape,
-                            "from": colour, "to": new, "start": when, "end": when, "in_bound": when == inside})
+        clip.events.append(
+            {
+                "type": "colour_change",
+                "object": target.name,
+                "shape": target.shape,
+                "from": colour,
+                "to": new,
+                "start": when,
+                "end": when,
+                "in_bound": when == inside,
+            }
+        )
         colour = new
     clip.bound = (start / FPS, (start + length) / FPS)
     clip.fields = {"shape": target.shape}
@@ -406,8 +442,9 @@ def _moving_attribute(rng: np.random.Generator, label_index: int, size: int) -> 
     direction = str(rng.choice(DIRECTIONS))
     _move_wrapping(mover, direction, size * rng.uniform(0.7, 1.0), size, rng)
     clip.tracks.append(mover)
-    clip.events.append({"type": "move", "object": mover.name, "direction": direction,
-                        "start": 0, "end": clip.num_frames - 1})
+    clip.events.append(
+        {"type": "move", "object": mover.name, "direction": direction, "start": 0, "end": clip.num_frames - 1}
+    )
     pick = 1 if attribute == "colour" else 0
     clip.label = objs[mover_index][pick]
     clip.distractors = [o[pick] for k, o in enumerate(objs) if k != mover_index]
@@ -436,13 +473,23 @@ def _action_sequence(rng: np.random.Generator, label_index: int, size: int) -> C
     clip.tracks.extend(tracks)
     decoy_len = 5
     decoy = start - decoy_len - 1 - int(rng.integers(0, 2)) if rng.random() < 0.5 else start + length + 1
-    windows = [(start + round(0.1 * length), start + round(0.4 * length)),
-               (start + round(0.6 * length), start + round(0.9 * length)),
-               (decoy, decoy + decoy_len)]
+    windows = [
+        (start + round(0.1 * length), start + round(0.4 * length)),
+        (start + round(0.6 * length), start + round(0.9 * length)),
+        (decoy, decoy + decoy_len),
+    ]
     for track, (a, b) in sorted(zip(tracks, windows), key=lambda tw: tw[1][0]):
         direction = _slide(track, a, b, size, rng)
-        clip.events.append({"type": "slide", "object": track.name, "direction": direction, "start": a, "end": b,
-                            "in_bound": track is not tracks[2]})
+        clip.events.append(
+            {
+                "type": "slide",
+                "object": track.name,
+                "direction": direction,
+                "start": a,
+                "end": b,
+                "in_bound": track is not tracks[2],
+            }
+        )
     clip.label = tracks[0].name
     clip.distractors = [tracks[1].name, tracks[2].name]
     clip.bound = (start / clip.fps, (start + length) / clip.fps)
@@ -452,49 +499,115 @@ def _action_sequence(rng: np.random.Generator, label_index: int, size: int) -> C
 TASKS: dict[str, TaskDef] = {
     "moving_direction": TaskDef(
         _moving_direction,
-        ("Which direction does the {object} move?", "In which direction is the {object} moving?",
-         "Where is the {object} heading during the video?"),
-        DIRECTIONS, 4, "clevrer_like/video_validation/", "MD"),
+        (
+            "Which direction does the {object} move?",
+            "In which direction is the {object} moving?",
+            "Where is the {object} heading during the video?",
+        ),
+        DIRECTIONS,
+        4,
+        "clevrer_like/video_validation/",
+        "MD",
+    ),
     "action_count": TaskDef(
         _action_count,
-        ("How many times does the {object} flash?", "How often does the {object} blink?",
-         "Count the flashes of the {object}. How many are there?"),
-        COUNTS, 3, "perception_like/videos/", "AC"),
+        (
+            "How many times does the {object} flash?",
+            "How often does the {object} blink?",
+            "Count the flashes of the {object}. How many are there?",
+        ),
+        COUNTS,
+        3,
+        "perception_like/videos/",
+        "AC",
+    ),
     "object_existence": TaskDef(
         _object_existence,
-        ("Which object appears for only part of the video?", "Which object shows up at some point and then goes away?",
-         "Which of these objects comes into view during the video?"),
-        None, 3, "clevrer_like/video_validation/", "OE"),
+        (
+            "Which object appears for only part of the video?",
+            "Which object shows up at some point and then goes away?",
+            "Which of these objects comes into view during the video?",
+        ),
+        None,
+        3,
+        "clevrer_like/video_validation/",
+        "OE",
+    ),
     "character_order": TaskDef(
         _character_order,
-        ("In what order are the characters shown?", "Which sequence of characters appears in the video?",
-         "What is the order of the characters displayed on the screen?"),
-        None, 3, "perception_like/videos/", "CO"),
+        (
+            "In what order are the characters shown?",
+            "Which sequence of characters appears in the video?",
+            "What is the order of the characters displayed on the screen?",
+        ),
+        None,
+        3,
+        "perception_like/videos/",
+        "CO",
+    ),
     "scene_transition": TaskDef(
         _scene_transition,
-        ("How does the scene change in the video?", "What is the right description of the scene change?",
-         "Which scene transition happens in the video?"),
-        None, 4, "scene_like/video/", "ST"),
+        (
+            "How does the scene change in the video?",
+            "What is the right description of the scene change?",
+            "Which scene transition happens in the video?",
+        ),
+        None,
+        4,
+        "scene_like/video/",
+        "ST",
+    ),
     "state_change": TaskDef(
         _state_change,
-        ("What happens to the {shape}?", "How does the {shape} change during the video?",
-         "What is true about the {shape} at the end compared to the beginning?"),
-        STATE_CHANGES, 3, "perception_like/videos/", "SC"),
+        (
+            "What happens to the {shape}?",
+            "How does the {shape} change during the video?",
+            "What is true about the {shape} at the end compared to the beginning?",
+        ),
+        STATE_CHANGES,
+        3,
+        "perception_like/videos/",
+        "SC",
+    ),
     "action_localization": TaskDef(
         _action_localization,
-        ("When does the {shape} change colour?", "At what point in the video does the {shape} change its colour?",
-         "When does the colour change of the {shape} happen?"),
-        MOMENTS, 3, "sta_like/sta_video/", "AL", bound=True),
+        (
+            "When does the {shape} change colour?",
+            "At what point in the video does the {shape} change its colour?",
+            "When does the colour change of the {shape} happen?",
+        ),
+        MOMENTS,
+        3,
+        "sta_like/sta_video/",
+        "AL",
+        bound=True,
+    ),
     "moving_attribute": TaskDef(
         _moving_attribute,
-        ("What {attribute} is the moving object?", "What is the {attribute} of the object that moves?",
-         "Which {attribute} does the moving object have?"),
-        None, 3, "clevrer_like/video_validation/", "MA"),
+        (
+            "What {attribute} is the moving object?",
+            "What is the {attribute} of the object that moves?",
+            "Which {attribute} does the moving object have?",
+        ),
+        None,
+        3,
+        "clevrer_like/video_validation/",
+        "MA",
+    ),
     "action_sequence": TaskDef(
         _action_sequence,
-        ("Which object moves first?", "Which object is the first to start moving?",
-         "Among these objects, which one moves before the others?"),
-        None, 3, "tvqa_like/frames_fps3/", "AS", media_type="frame", bound=True),
+        (
+            "Which object moves first?",
+            "Which object is the first to start moving?",
+            "Among these objects, which one moves before the others?",
+        ),
+        None,
+        3,
+        "tvqa_like/frames_fps3/",
+        "AS",
+        media_type="frame",
+        bound=True,
+    ),
 }
 
 
@@ -596,19 +709,27 @@ def _event_sentence(event: dict, rng: random.Random) -> str | None:
     options = {
         "background": [f"the background is {event.get('scene')}", f"the scene is {event.get('scene')}"],
         "static": [f"a {obj} stays still", f"a {obj} rests in place", f"a {obj} does not move"],
-        "move": [f"the {obj} moves {DIRECTION_WORDS.get(event.get('direction'), '')}",
-                 f"the {obj} keeps moving {DIRECTION_WORDS.get(event.get('direction'), '')}",
-                 f"the {obj} travels {DIRECTION_WORDS.get(event.get('direction'), '')}"],
-        "slide": [f"the {obj} slides {DIRECTION_WORDS.get(event.get('direction'), '')}",
-                  f"the {obj} shifts {DIRECTION_WORDS.get(event.get('direction'), '')}"],
+        "move": [
+            f"the {obj} moves {DIRECTION_WORDS.get(event.get('direction'), '')}",
+            f"the {obj} keeps moving {DIRECTION_WORDS.get(event.get('direction'), '')}",
+            f"the {obj} travels {DIRECTION_WORDS.get(event.get('direction'), '')}",
+        ],
+        "slide": [
+            f"the {obj} slides {DIRECTION_WORDS.get(event.get('direction'), '')}",
+            f"the {obj} shifts {DIRECTION_WORDS.get(event.get('direction'), '')}",
+        ],
         "flash": [f"the {obj} flashes {event.get('count')}", f"the {obj} blinks {event.get('count')}"],
         "transient": [f"a {obj} appears and then disappears", f"a {obj} shows up for a while and goes away"],
         "disappear": [f"the {obj} disappears", f"the {obj} vanishes"],
-        "colour_change": [f"the {event.get('shape')} turns from {event.get('from')} to {event.get('to')}",
-                          f"the {event.get('shape')} changes colour from {event.get('from')} to {event.get('to')}"],
+        "colour_change": [
+            f"the {event.get('shape')} turns from {event.get('from')} to {event.get('to')}",
+            f"the {event.get('shape')} changes colour from {event.get('from')} to {event.get('to')}",
+        ],
         "char": [f"the character {event.get('char')} is shown", f"the screen shows {event.get('char')}"],
-        "scene_change": [f"the scene changes from {event.get('from')} to {event.get('to')}",
-                         f"the scene cuts from {event.get('from')} to {event.get('to')}"],
+        "scene_change": [
+            f"the scene changes from {event.get('from')} to {event.get('to')}",
+            f"the scene cuts from {event.get('from')} to {event.get('to')}",
+        ],
     }
     return rng.choice(options[kind])
 
@@ -625,7 +746,8 @@ def caption(clip: Clip, rng: random.Random) -> str:
     steps = [_event_sentence(e, rng) for e in happenings]
     if len(steps) > 1:
         steps = [f"{rng.choice(('first', 'at first', 'to begin with'))} {steps[0]}"] + [
-            f"{rng.choice(('then', 'after that', 'next', 'later'))} {s}" for s in steps[1:]]
+            f"{rng.choice(('then', 'after that', 'next', 'later'))} {s}" for s in steps[1:]
+        ]
     if steps:
         parts.append(_sentence_case(", ".join(steps)))
     return " ".join(parts)
@@ -634,8 +756,13 @@ def caption(clip: Clip, rng: random.Random) -> str:
 def still_caption(objects: list[tuple[str, str]], scene: str, rng: random.Random) -> str:
     names = [f"a {c} {s}" for s, c in objects]
     listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-    text = rng.choice([f"{listed} on a {scene} background", f"a {scene} background with {listed}",
-                       f"{listed} in front of a {scene} backdrop"])
+    text = rng.choice(
+        [
+            f"{listed} on a {scene} background",
+            f"a {scene} background with {listed}",
+            f"{listed} in front of a {scene} backdrop",
+        ]
+    )
     return text[0].upper() + text[1:] + "."
 
 
@@ -666,9 +793,17 @@ def run_job(job: Job) -> dict:
     else:
         write_mp4(target, frames, clip.fps)
     return {
-        "path": job.path, "task": clip.task, "num_frames": clip.num_frames, "fps": clip.fps, "size": job.size,
-        "label": clip.label, "fields": clip.fields, "distractors": clip.distractors, "bound": clip.bound,
-        "events": clip.events, "caption": caption(clip, random.Random(str(job.seed))),
+        "path": job.path,
+        "task": clip.task,
+        "num_frames": clip.num_frames,
+        "fps": clip.fps,
+        "size": job.size,
+        "label": clip.label,
+        "fields": clip.fields,
+        "distractors": clip.distractors,
+        "bound": clip.bound,
+        "events": clip.events,
+        "caption": caption(clip, random.Random(str(job.seed))),
     }
 
 
@@ -692,9 +827,18 @@ def _train_jobs(settings: dict, root: Path) -> list[Job]:
 
 def _retrieval_jobs(settings: dict, root: Path) -> list[Job]:
     names = list(TASKS)
-    return [Job(names[i % len(names)], _seed(settings["seed"], "retrieval", names[i % len(names)], i), i // len(names),
-                f"videos/retrieval/clip_{i:05d}.mp4", False, str(root), settings["size"])
-            for i in range(settings["retrieval_videos"])]
+    return [
+        Job(
+            names[i % len(names)],
+            _seed(settings["seed"], "retrieval", names[i % len(names)], i),
+            i // len(names),
+            f"videos/retrieval/clip_{i:05d}.mp4",
+            False,
+            str(root),
+            settings["size"],
+        )
+        for i in range(settings["retrieval_videos"])
+    ]
 
 
 def _bench_jobs(settings: dict, root: Path) -> list[Job]:
@@ -703,8 +847,17 @@ def _bench_jobs(settings: dict, root: Path) -> list[Job]:
         frames = spec.media_type == "frame"
         for j in range(settings["test_per_task"]):
             name = f"{task}_{j:04d}" + ("" if frames else ".mp4")
-            jobs.append(Job(task, _seed(settings["seed"], "bench", task, j), j,
-                            f"mvbench/video/{spec.prefix}{name}", frames, str(root), settings["size"]))
+            jobs.append(
+                Job(
+                    task,
+                    _seed(settings["seed"], "bench", task, j),
+                    j,
+                    f"mvbench/video/{spec.prefix}{name}",
+                    frames,
+                    str(root),
+                    settings["size"],
+                )
+            )
     return jobs
 
 
@@ -712,7 +865,7 @@ def _bench_jobs(settings: dict, root: Path) -> list[Job]:
 
 
 def _strip(path: str, prefix: str) -> str:
-    return path[len(prefix):]
+    return path[len(prefix) :]
 
 
 def _record(ann: dict, prefix: str) -> dict:
@@ -738,8 +891,10 @@ def _instruction_records(anns: list[dict], seed: int) -> tuple[list[dict], list[
         for ann, item in zip(mine, items):
             bound = {"start": item["start"], "end": item["end"]} if "start" in item else {}
             choices.append(item)
-            open_qa = [{"i": "", "q": rng.choice(CAPTION_PROMPTS), "a": ann["caption"]},
-                       {"i": "", "q": item["question"], "a": _open_answer(item["answer"])}]
+            open_qa = [
+                {"i": "", "q": rng.choice(CAPTION_PROMPTS), "a": ann["caption"]},
+                {"i": "", "q": item["question"], "a": _open_answer(item["answer"])},
+            ]
             open_records.append({"video": item["video"], "QA": open_qa, **bound})
     return sorted(open_records, key=lambda r: r["video"]), sorted(choices, key=lambda r: r["video"])
 
@@ -753,18 +908,34 @@ def _benchmark(anns: list[dict], seed: int) -> dict[str, list[dict]]:
 
 
 def _tasks_json() -> dict:
-    return {task: {"json": f"{task}.json", "prefix": spec.prefix, "media_type": spec.media_type,
-                   "bound": spec.bound, "abbr": spec.abbr} for task, spec in TASKS.items()}
+    return {
+        task: {
+            "json": f"{task}.json",
+            "prefix": spec.prefix,
+            "media_type": spec.media_type,
+            "bound": spec.bound,
+            "abbr": spec.abbr,
+        }
+        for task, spec in TASKS.items()
+    }
 
 
 # ---------------------------------------------------------------- still images
 
 
 IMAGE_TASKS = (
-    qa.Task("image_colour", ("What colour is the {shape}?", "Which colour does the {shape} have?"),
-            qa.fixed_vocabulary(tuple(COLOURS)), 4),
-    qa.Task("image_shape", ("What shape is the {colour} object?", "Which shape has the colour {colour}?"),
-            qa.fixed_vocabulary(SHAPES), 4),
+    qa.Task(
+        "image_colour",
+        ("What colour is the {shape}?", "Which colour does the {shape} have?"),
+        qa.fixed_vocabulary(tuple(COLOURS)),
+        4,
+    ),
+    qa.Task(
+        "image_shape",
+        ("What shape is the {colour} object?", "Which shape has the colour {colour}?"),
+        qa.fixed_vocabulary(SHAPES),
+        4,
+    ),
 )
 
 
@@ -781,8 +952,9 @@ def _write_images(root: Path, settings: dict) -> tuple[list[dict], tuple[list[di
         text_rng = random.Random(i + settings["seed"] * 100003)
         captions.append({"image": name, "caption": still_caption(objs, clip.background[0], text_rng)})
         shape, colour = objs[0]
-        records.append({"video": name, "label": colour, "shape": shape, "colour": colour,
-                        "caption": captions[-1]["caption"]})
+        records.append(
+            {"video": name, "label": colour, "shape": shape, "colour": colour, "caption": captions[-1]["caption"]}
+        )
     return captions, _image_instructions(records, settings["seed"])
 
 
@@ -796,8 +968,10 @@ def _image_instructions(records: list[dict], seed: int) -> tuple[list[dict], lis
         item = c_item if rng.random() < 0.5 else s_item
         other = s_item if item is c_item else c_item
         choices.append({"image": record["video"], **{k: item[k] for k in ("question", "candidates", "answer")}})
-        open_qa = [{"i": "", "q": rng.choice(IMAGE_PROMPTS), "a": record["caption"]},
-                   {"i": "", "q": other["question"], "a": _open_answer(other["answer"])}]
+        open_qa = [
+            {"i": "", "q": rng.choice(IMAGE_PROMPTS), "a": record["caption"]},
+            {"i": "", "q": other["question"], "a": _open_answer(other["answer"])},
+        ]
         open_records.append({"image": record["video"], "QA": open_qa})
     return open_records, choices
 
@@ -806,9 +980,25 @@ def _image_instructions(records: list[dict], seed: int) -> tuple[list[dict], lis
 
 
 PROMPT_VOCABULARY = (
-    SYSTEM_PROMPT, "Question:", "Options:", "Only give the best option.", "Best option:(", "Best Option:(",
-    "###Human:", "###Assistant:", "###", "[INST]", "[/INST]", "<Video>", "</Video>", "<Image>", "</Image>",
-    "<VideoHere>", "<ImageHere>", *CAPTION_PROMPTS, *IMAGE_PROMPTS,
+    SYSTEM_PROMPT,
+    "Question:",
+    "Options:",
+    "Only give the best option.",
+    "Best option:(",
+    "Best Option:(",
+    "###Human:",
+    "###Assistant:",
+    "###",
+    "[INST]",
+    "[/INST]",
+    "<Video>",
+    "</Video>",
+    "<Image>",
+    "</Image>",
+    "<VideoHere>",
+    "<ImageHere>",
+    *CAPTION_PROMPTS,
+    *IMAGE_PROMPTS,
     "The video contains 8 frames sampled at 0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5 seconds.",
     "(A) (B) (C) (D) (E) A B C D E 0 1 2 3 4 5 6 7 8 9",
 )
@@ -854,11 +1044,20 @@ def _save_qformer_tokenizer(corpus: Sequence[str], out: Path, vocab_size: int = 
     tok.model = models.WordPiece(_wordpiece_vocab(tok, corpus, vocab_size, specials), unk_token="[UNK]")
     tok.add_special_tokens(specials)
     tok.decoder = decoders.WordPiece()
-    tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")),
-                                                   ("[CLS]", tok.token_to_id("[CLS]")))
+    tok.post_processor = processors.BertProcessing(
+        ("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]"))
+    )
     wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]", bos_token="[DEC]", model_max_length=512, clean_up_tokenization_spaces=False)
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        bos_token="[DEC]",
+        model_max_length=512,
+        clean_up_tokenization_spaces=False,
+    )
     wrapped.save_pretrained(str(out))
 
 
@@ -868,19 +1067,33 @@ def _save_llm_tokenizer(corpus: Sequence[str], out: Path, vocab_size: int = 1500
 
     specials = ["<unk>", "<s>", "</s>", "<pad>"]
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"[^\w\s]"), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r"[^\w\s]"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False))
+    tok.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
     bos = ("<s>", tok.token_to_id("<s>"))
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B:1", special_tokens=[bos])
     wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-        model_max_length=2048, clean_up_tokenization_spaces=False)
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        model_max_length=2048,
+        clean_up_tokenization_spaces=False,
+    )
     wrapped.save_pretrained(str(out))
 
 
@@ -894,8 +1107,14 @@ def train_tokenizers(corpus: Sequence[str], out_dir: Path) -> None:
 
 
 def _settings(seed: int, train_videos: int, images: int, test_per_task: int, retrieval_videos: int, size: int) -> dict:
-    values = {"seed": seed, "train_videos": train_videos, "images": images, "test_per_task": test_per_task,
-              "retrieval_videos": retrieval_videos, "size": size}
+    values = {
+        "seed": seed,
+        "train_videos": train_videos,
+        "images": images,
+        "test_per_task": test_per_task,
+        "retrieval_videos": retrieval_videos,
+        "size": size,
+    }
     for key, value in values.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{key} must be a non-negative integer, got {value!r}")
@@ -1040,9 +1259,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--replace", action="store_true", help="replace a set built there with other settings")
     args = parser.parse_args(argv)
     try:
-        root = build(args.out, seed=args.seed, train_videos=args.train_videos, images=args.images,
-                     test_per_task=args.test_per_task, retrieval_videos=args.retrieval_videos, size=args.size,
-                     workers=args.workers, replace=args.replace)
+        root = build(
+            args.out,
+            seed=args.seed,
+            train_videos=args.train_videos,
+            images=args.images,
+            test_per_task=args.test_per_task,
+            retrieval_videos=args.retrieval_videos,
+            size=args.size,
+            workers=args.workers,
+            replace=args.replace,
+        )
     except (ValueError, FileExistsError, qa.QAGenerationError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
