@@ -287,3 +287,13 @@ def test_a_requeued_slurm_job_takes_over_its_own_lock_from_another_node(tmp_path
     (tmp_path / ".run.lock").write_text("some-other-node 123 999\n")
     with pytest.raises(RunLockedError, match="process 123 on some-other-node"):
         RunLock(tmp_path).acquire()
+
+
+def test_a_summary_cut_by_a_kill_counts_as_unfinished(tmp_path):
+    cfg = compose_train([f"paths.output_root={tmp_path}", "run_name=r", f"paths.run_dir={tmp_path}/r/stage1"])
+    stage_dir = stage_dir_of(cfg)
+    stage_dir.path.mkdir(parents=True)
+    stage_dir.summary.write_text('{"finished": true, "steps": 3, "met')
+    assert stage_dir.finished_summary() is None
+    stage_dir.summary.write_text('{"finished": true, "metrics": {}}')
+    assert stage_dir.finished_summary() == {"finished": True, "metrics": {}}
