@@ -5,14 +5,15 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from recipes.cli import quiet_framework_tips, quote_stage_overrides
+from recipes.cli import quiet_framework_tips, quote_stage_overrides, user_errors
 from recipes.schema import register
 from recipes.train import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    return train(cfg).get("train/loss")
+    with user_errors("train.py"):
+        return train(cfg).get("train/loss")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
 
 from datamodules.common import ResumableDataModule, build_corpus, prepare_embedded
 from videochat2.data.collators import ConversationCollator
@@ -15,6 +16,28 @@ from videochat2.models.tokenizers import load_qformer_tokenizer
 from videochat2.spec import ModelSpec
 
 TASKS = ("caption", "instruction")
+
+
+def conversation_collator(
+    data: DictConfig,
+    llm_tokenizer: PreTrainedTokenizerBase,
+    template: str,
+    qformer_tokenizer: PreTrainedTokenizerBase | None = None,
+) -> ConversationCollator:
+    """The collator the data config asks for; the paper recipes set the original's text handling here."""
+    return ConversationCollator(
+        llm_tokenizer,
+        template,
+        data.max_txt_len,
+        qformer_tokenizer,
+        data.qformer_max_txt_len,
+        shuffle_options=data.shuffle_options,
+        caption_prompt_set=data.get("caption_prompts", "ours"),
+        caption_padding_side=data.get("caption_padding_side"),
+        caption_mask_pad_id=data.get("caption_mask_pad_id", True),
+        qformer_padding_side=data.get("qformer_padding_side"),
+        time_message=data.get("time_message", False),
+    )
 
 
 class ConversationDataModule(ResumableDataModule):
@@ -31,13 +54,11 @@ class ConversationDataModule(ResumableDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         cfg, spec = self.config, self.spec
-        self.collate = ConversationCollator(
+        self.collate = conversation_collator(
+            cfg,
             load_tokenizer(llm_tokenizer_dir(spec.llm, spec.llm_tokenizer, spec.pretrained_root)),
             spec.llm.conversation_template,
-            cfg.max_txt_len,
             load_qformer_tokenizer(spec.qformer_tokenizer) if spec.videochat2.qformer_text_input else None,
-            cfg.qformer_max_txt_len,
-            shuffle_options=cfg.shuffle_options,
         )
         self.mix = build_corpus(cfg.corpora[cfg.task], cfg.task)
         self.train_set = MediaDataset(
@@ -45,6 +66,7 @@ class ConversationDataModule(ResumableDataModule):
             FrameSampling(cfg.num_frames, cfg.sample),
             FrameTransform(cfg.image_size, "train", cfg.normalization, cfg.crop_scale, cfg.hflip),
             read_timeout_s=cfg.read_timeout_s,
+            frame_times=bool(cfg.get("time_message", False)),
         )
 
     def train_dataloader(self) -> DataLoader:

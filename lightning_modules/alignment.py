@@ -25,6 +25,7 @@ class AlignmentModule(LightningModule):
         scheduler: Callable | None = None,
         init_from: Sequence[str] = (),
         trust_checkpoint: bool = False,
+        decay_rule: str = "ours",
     ) -> None:
         super().__init__()
         self.stage = spec.stage
@@ -35,6 +36,7 @@ class AlignmentModule(LightningModule):
             rank_zero_info(self.load_report.summary())
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.decay_rule = decay_rule
         self._val_vision: list[torch.Tensor] = []
         self._val_text: list[torch.Tensor] = []
 
@@ -64,4 +66,5 @@ class AlignmentModule(LightningModule):
             self.scheduler_factory,
             self.model.no_weight_decay(),
             self.trainer.estimated_stepping_batches,
+            decay_rule=self.decay_rule,
         )

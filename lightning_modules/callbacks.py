@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import time
 from pathlib import Path
@@ -101,4 +102,7 @@ class RunSummary(Callback):
             "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1},
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(summary, indent=2))
+        # Beside the target, then renamed: a kill mid-write must not leave a summary that cannot be read.
+        partial = self.path.with_name(f".{self.path.name}.partial")
+        partial.write_text(json.dumps(summary, indent=2))
+        os.replace(partial, self.path)

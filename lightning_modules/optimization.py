@@ -16,11 +16,17 @@ def configure_optimizers(
     no_decay_names: Iterable[str],
     total_steps: int,
     lr_scale: Callable[[str], float] | None = None,
+    decay_rule: str = "ours",
 ):
     """What `LightningModule.configure_optimizers` returns: AdamW groups and a scheduler stepped per step."""
     keywords = optimizer_factory.keywords
     groups = param_groups(
-        model.named_parameters(), keywords.get("weight_decay", 0.0), no_decay_names, lr_scale, keywords.get("lr")
+        model.named_parameters(),
+        keywords.get("weight_decay", 0.0),
+        no_decay_names,
+        lr_scale,
+        keywords.get("lr"),
+        decay_rule,
     )
     optimizer = optimizer_factory(groups)
     if scheduler_factory is None:

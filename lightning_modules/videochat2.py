@@ -57,6 +57,7 @@ class VideoChat2Module(LightningModule):
         init_from: Sequence[str] = (),
         trust_checkpoint: bool = False,
         trust_remote_code: bool = False,
+        decay_rule: str = "ours",
     ) -> None:
         super().__init__()
         self.stage = spec.stage
@@ -75,6 +76,7 @@ class VideoChat2Module(LightningModule):
         self.set_trainable(trainable)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.decay_rule = decay_rule
 
     def set_trainable(self, trainable: Sequence[str]) -> None:
         """Train exactly the declared components (plus LoRA adapters, when the LLM has them).
@@ -106,6 +108,7 @@ class VideoChat2Module(LightningModule):
             "input_ids_before",
             "input_ids_after",
             "labels_after",
+            "attention_after",
             "instruction_ids",
             "instruction_mask",
         )
@@ -129,4 +132,5 @@ class VideoChat2Module(LightningModule):
             ("query_tokens", "extra_query_tokens"),
             self.trainer.estimated_stepping_batches,
             lambda name: self.lr_scale.get(component_of(name), 1.0),
+            self.decay_rule,
         )

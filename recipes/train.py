@@ -10,7 +10,7 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lightning_modules.checkpoint_io import AtomicCheckpointIO
 from videochat2.checkpoints import CheckpointError, read_checkpoint
@@ -149,10 +149,53 @@ def send_config_to_trackers(trainer: L.Trainer, cfg: DictConfig) -> None:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
 
+def device_count(devices, accelerator: str) -> int:
+    """Devices per node as the Trainer will count them (an int, a list of ids, or auto/-1 = all visible)."""
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
+        return len(devices)
+    if isinstance(devices, str) and devices.strip().isdigit():
+        return int(devices)
+    if accelerator in ("gpu", "cuda", "auto"):
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    return 1
+
+
+def settle_global_batch(cfg: DictConfig) -> str:
+    """Set `trainer.accumulate_grad_batches` so the recipe's `global_batch_size` holds on this device count.
+
+    The global batch is devices x nodes x data.batch_size x accumulation; a recipe names the original's (e.g.
+    stage 3: 4 per GPU on 32 GPUs = 128), and a run on fewer devices accumulates to reach it. Without
+    `global_batch_size` the configured accumulation stays. Returns the line printed at start-up.
+    """
+    devices = device_count(cfg.trainer.devices, cfg.trainer.accelerator)
+    per_step = devices * int(cfg.trainer.num_nodes) * int(cfg.data.batch_size)
+    target = cfg.get("global_batch_size")
+    if target is not None:
+        if target % per_step:
+            raise ValueError(
+                f"global_batch_size {target} is not a multiple of devices x nodes x data.batch_size = {per_step}; "
+                "change data.batch_size or the device count"
+            )
+        with open_dict(cfg):
+            cfg.trainer.accumulate_grad_batches = target // per_step
+    accumulate = int(cfg.trainer.accumulate_grad_batches)
+    return (
+        f"global batch {per_step * accumulate} = {devices} device(s) x {cfg.trainer.num_nodes} node(s) x "
+        f"{cfg.data.batch_size} per device x {accumulate} accumulated"
+        + (f" (the recipe's {target})" if target is not None else "")
+    )
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train one stage; returns the final metrics (for sweepers)."""
     OmegaConf.resolve(cfg)
     validate(cfg)
+    # Before the same-run check: the accumulation it settles is part of the saved config.
+    print(settle_global_batch(cfg), flush=True)
     stage_dir = stage_dir_of(cfg)
     if cfg.ckpt_path == "auto":
         check_same_run(stage_dir, cfg)

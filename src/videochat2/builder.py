@@ -9,6 +9,7 @@ model whose every trained tensor came from a checkpoint, or an error naming the 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,6 +32,7 @@ from videochat2.checkpoints import (
 from videochat2.device import Placement
 from videochat2.models.alignment import VideoChat2Alignment
 from videochat2.models.llm import build_llm
+from videochat2.models.qformer import missing_bert_message
 from videochat2.models.tokenizers import load_qformer_tokenizer, qformer_config_for_tokenizer
 from videochat2.models.videochat2 import VideoChat2
 from videochat2.spec import ModelSpec
@@ -100,17 +102,53 @@ def _load(
     return load_checkpoints(model, checkpoints, missing, if_absent, trust_checkpoint)
 
 
+def is_bert_directory(path: str | Path) -> bool:
+    """A Hugging Face BERT directory (its config.json names model_type bert)."""
+    config = Path(path) / "config.json"
+    return config.is_file() and json.loads(config.read_text()).get("model_type") == "bert"
+
+
+def split_bert_directories(
+    checkpoints: Sequence[str | Path], required: bool = True
+) -> tuple[list[Path], list[str | Path]]:
+    """(BERT directories, other checkpoints) of an `init_from` chain.
+
+    A missing `bert*` path is reported as a missing BERT directory when `required`, else left out (a stage-2/3
+    chain inherits it from stage 1 but takes the whole Q-Former from the stage-1 weights after it).
+    """
+    bert, rest = [], []
+    for checkpoint in checkpoints:
+        path = Path(checkpoint)
+        if path.name.lower().startswith("bert") and not path.exists():
+            if required:
+                raise FileNotFoundError(missing_bert_message(path))
+            continue
+        if is_bert_directory(path):
+            bert.append(path)
+        else:
+            rest.append(checkpoint)
+    return bert, rest
+
+
 def build_alignment(
     spec: ModelSpec,
     checkpoints: Sequence[str | Path] = (),
     allow_fresh: Collection[str] = (),
     trust_checkpoint: bool = False,
 ) -> LoadedModel:
-    """The stage-1 model of `spec`, loaded from `checkpoints` in order (none: its own initialisation)."""
+    """The stage-1 model of `spec`, loaded from `checkpoints` in order (none: its own initialisation).
+
+    A BERT directory among them initialises the Q-Former as the original's stage 1 does (`QFormer.load_bert`:
+    BERT's weights, the text FFN copied into the query FFN, a `[DEC]` row; cross-attention stays fresh)
+    before the other checkpoints load, so a later stage-1 file still overrides it.
+    """
     tokenizer = load_qformer_tokenizer(spec.qformer_tokenizer)
     spec = replace(spec, qformer=qformer_config_for_tokenizer(spec.qformer, tokenizer))
     model = VideoChat2Alignment(spec.alignment, spec.vision, spec.qformer)
-    report = _load(model, checkpoints, (), allow_fresh, trust_checkpoint)
+    bert, files = split_bert_directories(checkpoints)
+    for directory in bert:
+        model.qformer.load_bert(directory)
+    report = _load(model, files, (), allow_fresh, trust_checkpoint)
     return LoadedModel(model, spec, tokenizer, None, report, tuple(map(str, checkpoints)))
 
 
@@ -128,6 +166,9 @@ def build_videochat2(
     """
     qformer_tokenizer = load_qformer_tokenizer(spec.qformer_tokenizer)
     spec = replace(spec, qformer=qformer_config_for_tokenizer(spec.qformer, qformer_tokenizer))
+    # A stage-1 chain may start with the BERT directory its Q-Former began from; the stage-1 weights after it
+    # carry the whole Q-Former, so it has nothing left to give here.
+    checkpoints = split_bert_directories(checkpoints, required=False)[1]
     llm, llm_tokenizer = build_llm(spec.llm, spec.llm_tokenizer, spec.pretrained_root, trust_remote_code)
     model = VideoChat2(spec.videochat2, spec.vision, spec.qformer, llm)
     always = (BASE_LLM,) if spec.videochat2.qformer_text_input else (BASE_LLM, UNUSED_TEXT_PATH)

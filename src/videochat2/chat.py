@@ -24,7 +24,7 @@ import torch
 
 from videochat2.builder import LoadedModel
 from videochat2.checkpoints import CheckpointError
-from videochat2.data.conversation import build_conversation
+from videochat2.data.conversation import build_conversation, leading_special_ids
 from videochat2.data.transforms import FrameTransform
 from videochat2.data.video import FrameSampling, MediaReadError, read_media
 from videochat2.device import PRECISIONS, move_batch
@@ -60,7 +60,7 @@ class ChatSession:
 
     def encode(self, before: str, after: str, instruction: str) -> dict:
         tokenizer = self.loaded.llm_tokenizer
-        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        bos = leading_special_ids(tokenizer)
         inputs = {
             "pixel_values": self.pixel_values,
             "input_ids_before": [torch.tensor(bos + tokenizer(before, add_special_tokens=False)["input_ids"])],

@@ -5,7 +5,8 @@ computes the same global loss from the gathered tensors, so that slice is alread
 data-parallel wrapper then *averages* the parameter gradients over ranks, which leaves the contrastive
 gradient 1/world_size of what one process holding the whole batch would get (the other losses, computed
 locally and averaged, are unaffected). `gather_with_grad` sums the incoming gradient over ranks before
-slicing, so after that averaging the gradient equals the single-process one.
+slicing, so after that averaging the gradient equals the single-process one; `backward="local"` keeps the
+original's local slice (what the official stage-1 weights were trained with).
 """
 
 from __future__ import annotations
@@ -71,29 +72,37 @@ def _all_gather(x: Tensor) -> tuple[list[Tensor], list[int]]:
     return [part[:n] for part, n in zip(parts, sizes)], sizes
 
 
+GATHER_BACKWARDS = ("sum", "local")
+
+
 class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, backward: str) -> Tensor:
         parts, sizes = _all_gather(x)
         ctx.start = sum(sizes[: rank()])
         ctx.local = x.shape[0]
+        ctx.reduce = backward == "sum"
         return torch.cat(parts, dim=0)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         grad = grad.contiguous()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad[ctx.start : ctx.start + ctx.local]
+        if ctx.reduce:
+            dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.start : ctx.start + ctx.local], None
 
 
-def gather_with_grad(x: Tensor) -> Tensor:
+def gather_with_grad(x: Tensor, backward: str = "sum") -> Tensor:
     """Concatenate `x` from all ranks along dim 0 (rank order); gradients flow back to the local rows.
 
-    Without a process group (or with one rank) returns `x`.
+    `backward`: "sum" sums the incoming gradient over ranks first (ours), "local" passes back this rank's
+    slice only (the original). Without a process group (or with one rank) returns `x`.
     """
+    if backward not in GATHER_BACKWARDS:
+        raise ValueError(f"backward must be one of {GATHER_BACKWARDS}, got {backward!r}")
     if world_size() == 1:
         return x
-    return _GatherWithGrad.apply(x)
+    return _GatherWithGrad.apply(x, backward)
 
 
 @torch.no_grad()

@@ -1,8 +1,9 @@
 """Optimizer parameter groups and the learning-rate schedule of the original recipes.
 
-The original decays every weight matrix but exempts 1-D tensors, biases and the model's
-`no_weight_decay()` names (query tokens, temperature, temporal embedding); its schedule is a
-per-step cosine whose warmup starts at `min_lr_multi * lr` rather than at zero.
+Weight decay (`decay_rule`): ours ("ours") exempts tensors of at most one dimension, biases and the model's
+`no_weight_decay()` names (query tokens, temperature, temporal embedding); the original ("original") exempts
+only 1-D tensors and biases, so it decays the query tokens, the temporal embedding and the 0-d temperature.
+The schedule is the original's per-step cosine whose warmup starts at `min_lr_multi * lr` rather than at zero.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+DECAY_RULES = ("ours", "original")
+
 
 def param_groups(
     named_parameters: Iterable[tuple[str, nn.Parameter]],
@@ -20,6 +23,7 @@ def param_groups(
     no_decay_names: Iterable[str] = (),
     lr_scale: Callable[[str], float] | None = None,
     base_lr: float | None = None,
+    decay_rule: str = "ours",
 ) -> list[dict]:
     """Split trainable parameters into a decayed and a non-decayed group at the base learning rate, plus
     one such pair per other scale that `lr_scale` (parameter name -> multiplier) assigns.
@@ -27,12 +31,17 @@ def param_groups(
     The scaled groups carry their own `lr` (base_lr × scale), so a per-group schedule such as
     `cosine_with_warmup` moves them in step with the rest.
     """
+    if decay_rule not in DECAY_RULES:
+        raise ValueError(f"decay_rule must be one of {DECAY_RULES}, got {decay_rule!r}")
     exempt = set(no_decay_names)
     groups = {(1.0, True): [], (1.0, False): []}
     for name, param in named_parameters:
         if not param.requires_grad:
             continue
-        skip = param.ndim <= 1 or name.endswith(".bias") or name in exempt or name.split(".")[-1] in exempt
+        if decay_rule == "original":
+            skip = param.ndim == 1 or name.endswith(".bias")
+        else:
+            skip = param.ndim <= 1 or name.endswith(".bias") or name in exempt or name.split(".")[-1] in exempt
         scale = lr_scale(name) if lr_scale is not None else 1.0
         groups.setdefault((scale, not skip), []).append(param)
     if any(scale != 1.0 for scale, _ in groups) and base_lr is None:

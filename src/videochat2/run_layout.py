@@ -82,11 +82,12 @@ class StageDir:
         return self.last_checkpoint.exists()
 
     def finished_summary(self) -> dict | None:
-        """The summary of a run that finished here, if any."""
-        if not self.summary.is_file():
+        """The summary of a run that finished here, if any (an unreadable one, cut by a kill, is none)."""
+        try:
+            summary = json.loads(self.summary.read_text())
+        except (OSError, ValueError):
             return None
-        summary = json.loads(self.summary.read_text())
-        return summary if summary.get("finished") else None
+        return summary if isinstance(summary, dict) and summary.get("finished") else None
 
     def write_spec(self, spec: ModelSpec, init_from: Sequence[str | Path]) -> None:
         """model_spec.json: the spec and the checkpoints this stage started from, relative to the output root."""

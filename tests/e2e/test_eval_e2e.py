@@ -12,9 +12,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from recipes.cli import quote_stage_overrides
-from recipes.evaluate import evaluate, output_dir
+from recipes.evaluate import evaluate, frame_spec, output_dir
 from recipes.schema import register
 from tests.conftest import run_script, train_overrides
+from videochat2.eval.mvbench.data import FrameSpec
 
 # Every test here trains or loads a trained run: the fast lane (`make test-fast`) leaves them out.
 pytestmark = pytest.mark.slow
@@ -41,6 +42,9 @@ def test_default_eval_is_the_stage3_model_on_the_synthetic_benchmark():
 def test_documented_eval_command_lines_compose():
     cfg = compose_eval(["benchmark=mvbench", "benchmark.root=/data/MVBench", "model.init_from=/ckpt/videochat2.pth"])
     assert cfg.benchmark.root == "/data/MVBench" and cfg.benchmark.num_frames == 16
+    assert frame_spec(cfg, None) == FrameSpec(16, 224, "official", "clip")  # the official evaluator's frames
+    ours = compose_eval(["benchmark=mvbench", "benchmark.transform=test"])
+    assert frame_spec(ours, None) == FrameSpec(16, 224, "test", "imagenet")
     cfg = compose_eval(["benchmark=retrieval"])
     assert cfg.stage == 1 and cfg.module._target_ == "lightning_modules.AlignmentModule"
     cfg = compose_eval(

@@ -2,8 +2,10 @@
 
 The recorded run fed the original `VideoChat2_it_vicuna` two training conversations and one inference prompt.
 Here the same tiny model is built from our classes, loaded from the official-layout checkpoint through
-`official_to_ours`, and fed by our own conversation -> tokens path; the recorded per-piece token ids only
-check that path's tokenization. Logits of right-padding positions are compared separately: they depend on
+`official_to_ours`, and fed by our own collator configured by the paper recipe
+(`experiment=videochat2_vicuna7b_stage3`): the frame-time message comes from the recipe's `data.time_message`
+and the frame times a reader returns, the BOS quirk from its `model.bos_quirk`; the recorded per-piece token
+ids only check that path's tokenization. Logits of right-padding positions are compared separately: they depend on
 what fills the padding (the original: the pad embedding at counting positions), which no loss or score reads.
 """
 
@@ -16,8 +18,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from datamodules.conversation import conversation_collator
+from tests.parity.test_stage3_families_parity import bert_tokenizer
+from tests.unit.test_configs import compose_train
 from videochat2.checkpoints import initialise, official_to_ours, read_state_dict
-from videochat2.data.conversation import build_conversation, frame_time_message, tokenize_conversation
+from videochat2.data.conversation import tokenize_conversation
+from videochat2.data.formats import MediaRecord
 from videochat2.models.llm import LLMConfig, build_llm
 from videochat2.models.qformer import QFormerConfig
 from videochat2.models.videochat2 import VideoChat2, VideoChat2Config
@@ -25,7 +31,9 @@ from videochat2.models.vision import VisionConfig
 
 DATA = Path(__file__).parents[1] / "data" / "parity" / "stage3_vicuna"
 TOL = 1e-5
-TIME = frame_time_message([0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5])
+RECIPE = "experiment=videochat2_vicuna7b_stage3"
+# The frame times a reader returns for the recorded clip (8 frames of an 8 s video at 1 fps, middle of each).
+SECONDS = [0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5]
 # The instruction records behind the two recorded conversations (the original shuffled CAT into this order).
 RECORDS = [
     {"QA": [{"i": "Answer the question briefly.", "q": "What is the man doing?", "a": "He is riding a bike."}]},
@@ -38,7 +46,7 @@ RECORDS = [
 ]
 
 
-def build_from_record(record: dict) -> tuple[VideoChat2, object]:
+def build_from_record(record: dict, bos_quirk: bool = True) -> tuple[VideoChat2, object]:
     model_cfg, bert = record["model_config"], record["bert_config"]
     vit = model_cfg["vision_encoder"]
     vision = VisionConfig(
@@ -77,15 +85,20 @@ def build_from_record(record: dict) -> tuple[VideoChat2, object]:
         num_query=model_cfg["num_query_token"] + model_cfg["extra_num_query_token"],
         num_base_query=model_cfg["num_query_token"],
         qformer_text_input=model_cfg["qformer_text_input"],
-        bos_quirk=True,
+        bos_quirk=bos_quirk,
     )
     return VideoChat2(config, vision, qformer, llm), tokenizer
 
 
 @pytest.fixture(scope="module")
-def parity():
+def recipe():
+    return compose_train([RECIPE])
+
+
+@pytest.fixture(scope="module")
+def parity(recipe):
     record = json.loads((DATA / "outputs.json").read_text())
-    model, tokenizer = build_from_record(record)
+    model, tokenizer = build_from_record(record, recipe.model.bos_quirk)
     report = initialise(
         model,
         [("official_like", official_to_ours(read_state_dict(DATA / "official_like.pth")))],
@@ -97,11 +110,31 @@ def parity():
 
 
 @pytest.fixture(scope="module")
-def encoded(parity):
-    _, tokenizer, _, record = parity
-    conversations = [build_conversation(r, "vicuna_v0", time_message=TIME) for r in RECORDS]
+def collator(parity, recipe):
+    _, tokenizer, _, _ = parity
+    return conversation_collator(recipe.data, tokenizer, "vicuna_v0", bert_tokenizer(DATA.parent))
+
+
+@pytest.fixture(scope="module")
+def encoded(parity, collator):
+    _, tokenizer, out, record = parity
+    samples = [
+        {"record": MediaRecord(path=f"{i}", media_type="video", qa=tuple(r["QA"])), "seconds": SECONDS}
+        for i, r in enumerate(RECORDS)
+    ]
+    # The recorded order of the turns is given (the original drew it), so no rng re-draws it here.
+    conversations = [collator.conversation(sample, None) for sample in samples]
     max_length = record["model_config"]["max_txt_len"]
     return conversations, [tokenize_conversation(c, tokenizer, max_length) for c in conversations]
+
+
+def test_qformer_instruction_is_right_padded_as_the_original(parity, encoded, collator):
+    _, _, out, _ = parity
+    text = collator.qformer_tokenizer(
+        [c.instruction for c in encoded[0]], padding="longest", truncation=True, return_tensors="pt"
+    )
+    assert torch.equal(text["input_ids"], out["in.qformer_input_ids"])
+    assert torch.equal(text["attention_mask"], out["in.qformer_attention_mask"])
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +188,7 @@ def test_training_inputs_mask_logits_and_loss(train, parity, encoded):
         out["img_embeds"],
         [t["input_ids_before"] for t in tokens],
         [t["input_ids_after"] for t in tokens],
-        bos_quirk=True,
+        bos_quirk=model.config.bos_quirk,
     )
     assert torch.equal(batch["attention_mask"], out["train.attention_mask"])
     real = out["train.attention_mask"].bool()

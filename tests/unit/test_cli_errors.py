@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,20 @@ def test_an_invalid_evaluation_value_is_one_line_naming_the_key(tmp_path, overri
         evaluate(cfg)
     assert str(invalid.value).startswith(override.split("=")[0]) and "\n" not in str(invalid.value)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("script", "override", "message"),
+    [
+        ("train.py", "model.num_query=0", "train.py: error: model.num_query=0: must be at least 1"),
+        ("eval.py", "eval.batch_size=0", "eval.py: error: eval.batch_size=0: must be a whole number of at least 1"),
+    ],
+)
+def test_train_and_eval_end_a_user_mistake_with_its_message_alone(script, override, message, tmp_path):
+    repo = Path(__file__).resolve().parents[2]
+    command = [sys.executable, script, override, f"paths.output_root={tmp_path}", f"paths.data_dir={tmp_path}"]
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    result = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and "HYDRA_FULL_ERROR" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-2000:]

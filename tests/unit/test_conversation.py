@@ -164,16 +164,19 @@ def test_mistral_without_instruction_starts_with_inst() -> None:
     assert conversation.text.startswith("[INST] <Video><VideoHere></Video> [/INST] [INST] Why? [/INST]")
 
 
-def test_phi3_learns_answer_end_and_newline(tokenizer: PreTrainedTokenizerFast) -> None:
+def test_phi3_learns_answer_end_and_newline_but_strips_the_last(tokenizer: PreTrainedTokenizerFast) -> None:
+    """As the original, which strips the conversation: no newline after the last `<|end|>` to learn."""
     conversation = build_conversation(CAT, "phi3", system="Be brief. ")
     assert without_placeholder(conversation) == (
         "<|system|>\nBe brief. <|end|>\n<|user|>\n<Video></Video>\nDescribe the video.<|end|>\n<|assistant|>\n"
-        "A cat sits on a red sofa.<|end|>\n<|user|>\nWhat color is the sofa?<|end|>\n<|assistant|>\nRed.<|end|>\n"
+        "A cat sits on a red sofa.<|end|>\n<|user|>\nWhat color is the sofa?<|end|>\n<|assistant|>\nRed.<|end|>"
     )
     encoded = tokenize_conversation(conversation, tokenizer, 512)
     assert learned_runs(encoded, tokenizer) == ["A cat sits on a red sofa.<|end|>", "Red.<|end|>"]
     newline = tokenizer.convert_tokens_to_ids("\n")
-    assert encoded["labels_after"].tolist()[-1] == newline
+    labels = encoded["labels_after"].tolist()
+    assert newline in labels
+    assert labels[-1] == tokenizer.convert_tokens_to_ids("<|end|>")
 
 
 def test_offsets_hold_where_separate_pieces_do_not_add_up(tokenizer: PreTrainedTokenizerFast) -> None:

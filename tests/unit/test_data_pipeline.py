@@ -28,6 +28,42 @@ def test_video_reader_returns_the_sampled_frames(ramp_video, backend):
     assert frame_values(frames) == [3, 10, 18, 25]
 
 
+@pytest.mark.parametrize("backend", ["decord", "av"])
+def test_video_reader_reports_the_sampled_frames_times(ramp_video, backend):
+    """The times the original's time message reads: frame index / fps (the ramp runs at 10 fps)."""
+    times: list[float] = []
+    frames = read_media(ramp_video, "video", FrameSampling(4, "middle"), backend=backend, times=times)
+    assert times == pytest.approx([v / 10 for v in frame_values(frames)])
+
+
+def test_frame_folder_gif_and_image_times(tmp_path, still_image):
+    from PIL import Image
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    images = [Image.fromarray(frame) for frame in ramp_frames(9)]
+    for t, image in enumerate(images):
+        image.save(folder / f"{t + 1:05d}.jpg", quality=100)
+    images[0].save(tmp_path / "ramp.gif", save_all=True, append_images=images[1:], duration=40)
+    folder_times, gif_times, image_times = [], [], []
+    read_media(folder, "frame", FrameSampling(3, "middle"), times=folder_times)
+    gif = read_media(tmp_path / "ramp.gif", "gif", FrameSampling(3, "middle"), times=gif_times)
+    read_media(still_image, "image", FrameSampling(4), times=image_times)
+    assert folder_times == pytest.approx([1 / 3, 4 / 3, 7 / 3])  # 3 fps, frames 1, 4, 7
+    assert gif.shape[0] == 3 and gif_times == pytest.approx([1 / 25, 4 / 25, 7 / 25])  # 25 fps as the original
+    assert image_times == []
+    as_video = read_media(tmp_path / "ramp.gif", "video", FrameSampling(3, "middle"))  # TGIF entries are videos
+    assert torch.equal(as_video, gif)
+
+
+def test_dataset_carries_frame_times_only_when_asked(ramp_video):
+    records = [MediaRecord(str(ramp_video), "video", "a")]
+    plain = MediaDataset(records, FrameSampling(4, "middle"), FrameTransform(16, "test"))
+    timed = MediaDataset(records, FrameSampling(4, "middle"), FrameTransform(16, "test"), frame_times=True)
+    assert plain[0]["seconds"] is None
+    assert timed[0]["seconds"] == pytest.approx([0.3, 1.0, 1.8, 2.5])
+
+
 def test_video_reader_honours_clip_bounds(ramp_video):
     frames = read_media(ramp_video, "video", FrameSampling(2, "middle"), bound=(1.0, 2.0))
     assert all(10 <= v < 20 for v in frame_values(frames))

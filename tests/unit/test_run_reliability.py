@@ -55,14 +55,35 @@ class SignalAt(L.Callback):
             self.preemption._record(signal.SIGTERM, None)
 
 
-def fit(run_dir: Path, max_steps: int, signal_at: int | None = None, ckpt_path: str | None = None, val_every=None):
+class CtrlCAt(L.Callback):
+    """Ctrl-C during step `step`: Lightning stops without a checkpoint of that step."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def fit(
+    run_dir: Path,
+    max_steps: int,
+    signal_at: int | None = None,
+    ckpt_path: str | None = None,
+    val_every=None,
+    ctrl_c_at: int | None = None,
+    every_n_steps: int = 100,
+):
     """One fit with the callbacks of conf/callbacks/default.yaml (as composed), our logger and checkpoint IO."""
-    cfg = compose_train([f"paths.run_dir={run_dir}"])
+    cfg = compose_train([f"paths.run_dir={run_dir}", f"callbacks.model_checkpoint.every_n_train_steps={every_n_steps}"])
     model_checkpoint = instantiate(cfg.callbacks.model_checkpoint)
     preemption = PreemptionCheckpoint(str(run_dir / "checkpoints" / "last.ckpt"))
     callbacks = [model_checkpoint, preemption]
     if signal_at is not None:
         callbacks.insert(0, SignalAt(preemption, signal_at))
+    if ctrl_c_at is not None:
+        callbacks.insert(0, CtrlCAt(ctrl_c_at))
     trainer = L.Trainer(
         default_root_dir=run_dir,
         max_steps=max_steps,
@@ -115,6 +136,19 @@ def test_metrics_csv_keeps_history_and_val_columns_across_a_resume(tmp_path):
     assert [row for row in rows if int(row["step"]) < 5] == [row for row in before if int(row["step"]) < 5]
     assert sum(bool(row["val/score"]) for row in rows) == 4
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_a_ctrl_c_resume_from_the_periodic_checkpoint_logs_each_step_once(tmp_path):
+    """Finding 4: after Ctrl-C the resumed run repeated the steps logged after its checkpoint."""
+    with pytest.raises(SystemExit):  # Lightning's graceful stop on Ctrl-C ends in exit(1)
+        fit(tmp_path, max_steps=8, ctrl_c_at=6, every_n_steps=2)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert step_of(last) == 4
+    logged = [int(row["step"]) for row in metric_rows(tmp_path)]
+    assert logged == list(range(len(logged))) and len(logged) > 4  # rows past the checkpoint (step 4)
+    fit(tmp_path, max_steps=8, ckpt_path=str(last), every_n_steps=2)
+    assert [int(row["step"]) for row in metric_rows(tmp_path)] == list(range(8))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir())[-1] == "last.ckpt"
 
 
 def test_metrics_csv_merge_waits_for_a_save_that_has_rows(tmp_path):
@@ -253,3 +287,13 @@ def test_a_requeued_slurm_job_takes_over_its_own_lock_from_another_node(tmp_path
     (tmp_path / ".run.lock").write_text("some-other-node 123 999\n")
     with pytest.raises(RunLockedError, match="process 123 on some-other-node"):
         RunLock(tmp_path).acquire()
+
+
+def test_a_summary_cut_by_a_kill_counts_as_unfinished(tmp_path):
+    cfg = compose_train([f"paths.output_root={tmp_path}", "run_name=r", f"paths.run_dir={tmp_path}/r/stage1"])
+    stage_dir = stage_dir_of(cfg)
+    stage_dir.path.mkdir(parents=True)
+    stage_dir.summary.write_text('{"finished": true, "steps": 3, "met')
+    assert stage_dir.finished_summary() is None
+    stage_dir.summary.write_text('{"finished": true, "metrics": {}}')
+    assert stage_dir.finished_summary() == {"finished": True, "metrics": {}}

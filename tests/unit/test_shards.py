@@ -88,6 +88,14 @@ def test_shard_round_trip_gives_the_json_paths_samples(corpus):
     assert (clipped.start, clipped.end) == (0.5, 1.5)
 
 
+def test_streamed_samples_carry_frame_times_like_file_based_ones(corpus):
+    timed = MediaDataset(corpus["records"], SAMPLING, TRANSFORM, frame_times=True)
+    by_path = {timed[i]["record"].path: timed[i]["seconds"] for i in range(6)}
+    streamed = _stream_samples(expand_shards(corpus["out"]), frame_times=True)
+    assert all(s["seconds"] and s["seconds"] == by_path[s["record"].path] for s in streamed)
+    assert all(s["seconds"] is None for s in _stream_samples(expand_shards(corpus["out"])))
+
+
 def test_split_by_rank_and_worker_is_disjoint_and_complete(corpus):
     shards = [f"s{i}" for i in range(11)]
     parts = [split_for(shards, r, 2, w, 3) for r in range(2) for w in range(3)]

@@ -17,7 +17,7 @@ Learned spans per template (stage 3), as in the original code:
 - `vicuna_v0`: every `###Human:` separator after the media message, every `###Assistant: answer` block and
   the closing `###`; the media message, questions and everything before the media are masked.
 - `mistral_instruct`: ` answer </s>` of every turn; `[INST] … [/INST]` parts are masked.
-- `phi3`: `answer<|end|>\\n` of every turn.
+- `phi3`: `answer<|end|>\\n` of every turn (the last without its newline: the original strips the text).
 - `chat_template` (the tokenizer's own chat template): each assistant message as rendered, with the
   template's end-of-turn text.
 Stage 2 (captions) learns the caption and the family's end symbol only.
@@ -28,9 +28,12 @@ ending in `Best option:(`, and learn `X) option` plus the family's end symbol: w
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -52,6 +55,10 @@ CAPTION_FORMATS = {
     "mistral_instruct": ("[INST] {} [/INST]", "</s>"),
     "phi3": ("<|user|>\n{}<|end|>\n<|assistant|>\n", "<|end|>"),
 }
+# Where the original pads a stage-2 batch's captions (its Phi-3 class pads on the left, between prompt and caption).
+CAPTION_PADDING_SIDES = {"vicuna_v0": "right", "mistral_instruct": "right", "phi3": "left"}
+# The official stage-2 caption requests (source in the file); `caption_prompts("video", "official")`.
+OFFICIAL_CAPTION_PROMPTS = Path(__file__).with_name("caption_prompts.json")
 
 VIDEO_CAPTION_PROMPTS = (
     "<Video><VideoHere></Video> Describe the following video concisely.",
@@ -176,6 +183,8 @@ def _phi3(turns: list[dict[str, str]], media: tuple[str, str, str], system: str,
         opening = first if index == 0 else "<|user|>\n"
         segments.append(Segment(f"{opening}{turn['q']}<|end|>\n<|assistant|>\n"))
         segments.append(Segment(f"{turn['a']}<|end|>\n", True))
+    # The original strips the conversation: the last answer ends at `<|end|>`, no newline to learn.
+    segments[-1] = Segment(segments[-1].text.rstrip("\n"), True)
     return segments
 
 
@@ -301,9 +310,96 @@ def build_choice_conversation(
     return Conversation((Segment(text), answer), placeholder, prompt.qformer_instruction)
 
 
-def caption_prompts(media_type: str) -> tuple[str, ...]:
+@lru_cache(maxsize=1)
+def _official_caption_prompts() -> dict[str, tuple[str, ...]]:
+    data = json.loads(OFFICIAL_CAPTION_PROMPTS.read_text(encoding="utf-8"))
+    return {"video": tuple(data["video"]), "image": tuple(data["image"])}
+
+
+CAPTION_PROMPT_SETS = ("official", "ours")
+
+
+def caption_prompts(media_type: str, prompt_set: str = "ours") -> tuple[str, ...]:
+    """The caption requests of a media type: the original's 11 (`official`) or our 10 (`ours`).
+
+    `ours` stays the embedded default's set because its tiny LLM is pretrained on those phrasings.
+    """
     media_tags(media_type)
+    if prompt_set == "official":
+        return _official_caption_prompts()[media_type]
+    if prompt_set != "ours":
+        raise ValueError(f"caption prompt set must be one of {CAPTION_PROMPT_SETS}, got {prompt_set!r}")
     return VIDEO_CAPTION_PROMPTS if media_type == "video" else IMAGE_CAPTION_PROMPTS
+
+
+def caption_request(template: str, media_type: str, prompt_set: str, rng: random.Random) -> str:
+    """One caption request drawn from the set and wrapped in the family's template (the original: per batch)."""
+    if template not in CAPTION_FORMATS:
+        raise ValueError(f"caption batches need one of the templates {sorted(CAPTION_FORMATS)}, got {template!r}")
+    return CAPTION_FORMATS[template][0].format(rng.choice(caption_prompts(media_type, prompt_set)))
+
+
+def prefixes_a_space(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the tokenizer starts every text with a word-start piece (SentencePiece's `▁`), as LLaMA,
+    Mistral and Phi-3 do; byte-level BPEs do not, and a text tokenized apart keeps only the spaces it has."""
+    first = tokenizer("a", add_special_tokens=False)["input_ids"][:1]
+    return bool(first) and tokenizer.convert_ids_to_tokens(first)[0].startswith("▁")
+
+
+def tokenize_caption_batch(
+    request: str,
+    captions: Sequence[str],
+    tokenizer: PreTrainedTokenizerBase,
+    template: str,
+    max_length: int,
+    padding_side: str | None = None,
+    mask_pad_id: bool = True,
+) -> dict[str, list[torch.Tensor]]:
+    """A stage-2 batch tokenized as the original does, per sample `input_ids_before/after`, labels, masks.
+
+    The request (one for the batch, holding the media placeholder) and the captions are tokenized apart, so
+    each caption starts a fresh SentencePiece word; `caption + end symbol` is cut on the right to `max_length`
+    tokens (the prompt does not count) and padded to the batch's longest on `padding_side` (None: the
+    family's, see `CAPTION_PADDING_SIDES`). With `mask_pad_id` every caption token equal to the pad id is
+    unlearned, as in the original, so a family whose end symbol is its pad (Mistral's `</s>`) never learns it;
+    False learns the end symbol wherever it survives. The after part carries the padding with attention 0
+    (`attention_after`): left padding then sits between the request and the caption, as in the original.
+    """
+    side = padding_side or CAPTION_PADDING_SIDES[template]
+    if side not in ("left", "right"):
+        raise ValueError(f"caption padding side must be left or right, got {side!r}")
+    placeholder = next(tags[1] for tags in MEDIA_TAGS.values() if tags[1] in request)
+    before_text, after_text = request.split(placeholder)
+    # The original's Vicuna tokenizer (slow SentencePiece) drops the template's trailing space: a SentencePiece
+    # caption brings its own `▁`. A byte-level tokenizer adds none, so the space goes in front of the caption.
+    space = after_text[len(after_text.rstrip(" ")) :]
+    after_text = after_text.rstrip(" ")
+    lead = "" if prefixes_a_space(tokenizer) else space
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    before = torch.tensor(bos + _encode(tokenizer, before_text)[0], dtype=torch.long)
+    after = torch.tensor(_encode(tokenizer, after_text)[0], dtype=torch.long)
+    end = CAPTION_FORMATS[template][1]
+    texts = [tokenizer(lead + c + end, add_special_tokens=False)["input_ids"][:max_length] for c in captions]
+    longest = max(len(ids) for ids in texts)
+    batch: dict[str, list[torch.Tensor]] = {key: [] for key in ("before", "after", "labels", "attention")}
+    for ids in texts:
+        pad = [tokenizer.pad_token_id] * (longest - len(ids))
+        real = [1] * len(ids)
+        tokens, mask = (ids + pad, real + [0] * len(pad)) if side == "right" else (pad + ids, [0] * len(pad) + real)
+        learned = [m == 1 and not (mask_pad_id and t == tokenizer.pad_token_id) for t, m in zip(tokens, mask)]
+        batch["before"].append(before)
+        batch["after"].append(torch.cat([after, torch.tensor(tokens, dtype=torch.long)]))
+        labels = [t if keep else IGNORE_INDEX for t, keep in zip(tokens, learned)]
+        batch["labels"].append(
+            torch.cat([torch.full_like(after, IGNORE_INDEX), torch.tensor(labels, dtype=torch.long)])
+        )
+        batch["attention"].append(torch.cat([torch.ones_like(after), torch.tensor(mask, dtype=torch.long)]))
+    return {
+        "input_ids_before": batch["before"],
+        "input_ids_after": batch["after"],
+        "labels_after": batch["labels"],
+        "attention_after": batch["attention"],
+    }
 
 
 def build_caption_conversation(
@@ -332,6 +428,23 @@ def build_caption_conversation(
     joiner = "" if request[-1].isspace() else " "
     segments = (Segment(request), Segment(f"{joiner}{caption}{end_symbol}", True))
     return Conversation(segments, placeholder)
+
+
+def leading_special_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The BOS an inference prompt starts with: the tokenizer's own choice where it states one.
+
+    The original's inference (demos, MVBench) tokenizes the prompt's first segment with the tokenizer's
+    special tokens, so BOS is there only where the tokenizer adds one (Llama, Mistral; not Phi-3, whose
+    post-processor adds nothing). A bare tokenizer with no post-processor states nothing, and gets its BOS
+    (when it has one) as training gives it. Training always has the BOS slot.
+    """
+    if tokenizer.bos_token_id is None:
+        return []
+    ids = tokenizer("", add_special_tokens=True)["input_ids"]
+    if ids and ids[0] == tokenizer.bos_token_id:
+        return [ids[0]]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return [] if getattr(backend, "post_processor", None) is not None else [tokenizer.bos_token_id]
 
 
 def _learned_mask(text: str, offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[bool]:

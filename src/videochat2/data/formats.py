@@ -158,8 +158,10 @@ def _mvbench_record(item: dict, path: Path, index: int, media: str, media_type: 
     question, candidates, answer = item.get("question"), item.get("candidates"), item.get("answer")
     if not isinstance(question, str):
         raise AnnotationError(f"{path}: record {index} has no string 'question'")
-    if not isinstance(candidates, list) or not 2 <= len(candidates) <= len(LETTERS) or not all(
-        isinstance(c, str) for c in candidates
+    if (
+        not isinstance(candidates, list)
+        or not 2 <= len(candidates) <= len(LETTERS)
+        or not all(isinstance(c, str) for c in candidates)
     ):
         raise AnnotationError(f"{path}: record {index}: 'candidates' must be a list of 2-{len(LETTERS)} strings")
     if answer not in candidates:
@@ -178,7 +180,9 @@ FORMATS: dict[str, Parser] = {
 }
 # The format a corpus entry has when it names none, by the task it serves.
 DEFAULT_FORMAT = {
-    "caption": "videochat2_caption", "instruction": "videochat2_instruction", "retrieval": "videochat2_caption",
+    "caption": "videochat2_caption",
+    "instruction": "videochat2_instruction",
+    "retrieval": "videochat2_caption",
 }
 
 

@@ -78,9 +78,7 @@ def segment_indices(
     return indices + [indices[-1]] * (num_frames - n)
 
 
-def _random_in_ranges(
-    ranges: list[tuple[int, int]], vlen: int, n: int, rng: random.Random
-) -> list[int]:
+def _random_in_ranges(ranges: list[tuple[int, int]], vlen: int, n: int, rng: random.Random) -> list[int]:
     if all(hi > lo for lo, hi in ranges):
         return [rng.randrange(lo, hi) for lo, hi in ranges]
     return sorted(rng.sample(range(vlen), n))
@@ -118,18 +116,14 @@ def keyframe_segment_indices(
     return indices + [indices[-1]] * (num_frames - n)
 
 
-def fps_indices(
-    vlen: int, video_fps: float, sample_fps: float, max_num_frames: int = -1
-) -> list[int]:
+def fps_indices(vlen: int, video_fps: float, sample_fps: float, max_num_frames: int = -1) -> list[int]:
     """Frames at a fixed rate: times ``delta/2 + k*delta`` with ``delta = 1/sample_fps``.
 
     The clip length therefore depends on the video's duration; ``max_num_frames > 0``
     keeps only the first ones, as the original does.
     """
     if vlen < 1 or video_fps <= 0 or sample_fps <= 0:
-        raise ValueError(
-            f"need vlen >= 1 and positive fps, got {vlen}, {video_fps}, {sample_fps}"
-        )
+        raise ValueError(f"need vlen >= 1 and positive fps, got {vlen}, {video_fps}, {sample_fps}")
     duration = vlen / video_fps
     delta = 1.0 / sample_fps
     seconds = np.arange(delta / 2, duration + delta / 2, delta)
@@ -175,6 +169,5 @@ def parse_sample(spec: str) -> SampleSpec:
     if match and float(match.group(1)) > 0:
         return SampleSpec("fps", float(match.group(1)))
     raise ValueError(
-        f"unknown frame sampling {spec!r}: use 'rand', 'middle', 'rand_keyframe' or 'fps<X>' with X > 0 "
-        "(e.g. 'fps0.5')"
+        f"unknown frame sampling {spec!r}: use 'rand', 'middle', 'rand_keyframe' or 'fps<X>' with X > 0 (e.g. 'fps0.5')"
     )

@@ -58,6 +58,7 @@ class MediaDataset(Dataset):
         max_retries: int = 10,
         read_timeout_s: float | None = None,
         read: Reader = read_media,
+        frame_times: bool = False,
     ) -> None:
         self.records = list(records)
         self.sampling = sampling
@@ -65,6 +66,8 @@ class MediaDataset(Dataset):
         self.max_retries = max_retries
         self.read_timeout_s = read_timeout_s
         self.read = read
+        # When set, each sample carries `seconds` (the frames' times) for the original's time message.
+        self.frame_times = frame_times
         self._by_type: dict[str, list[int]] = {}
         for index, record in enumerate(self.records):
             self._by_type.setdefault(record.media_type, []).append(index)
@@ -76,11 +79,13 @@ class MediaDataset(Dataset):
     def media_types(self) -> list[str]:
         return [r.media_type for r in self.records]
 
-    def _frames(self, record: MediaRecord, rng: random.Random) -> torch.Tensor:
+    def _frames(self, record: MediaRecord, rng: random.Random, times: list[float] | None) -> torch.Tensor:
         bound = (record.start, record.end) if record.start is not None else None
+        extra = {"times": times} if times is not None else {}
         return read_with_deadline(
-            lambda: self.read(record.path, record.media_type, self.sampling, rng, bound, record.reader),
-            self.read_timeout_s, record.path,
+            lambda: self.read(record.path, record.media_type, self.sampling, rng, bound, record.reader, **extra),
+            self.read_timeout_s,
+            record.path,
         )
 
     def __getitem__(self, index: int) -> dict:
@@ -88,8 +93,9 @@ class MediaDataset(Dataset):
         skipped: list[str] = []
         for _ in range(self.max_retries):
             record = self.records[index]
+            times: list[float] | None = [] if self.frame_times else None
             try:
-                frames = self._frames(record, rng)
+                frames = self._frames(record, rng, times)
             except MediaReadError as err:
                 skipped.append(str(err))
             except Exception as err:  # any other reader failure is still one bad file, not a dead worker
@@ -101,6 +107,7 @@ class MediaDataset(Dataset):
                     "idx": index,
                     "media_type": record.media_type,
                     "skipped": skipped,
+                    "seconds": times,
                 }
             index = rng.choice(self._by_type[record.media_type])
         raise MediaReadError(f"{self.max_retries} unreadable samples in a row; last: {skipped[-1]}")

@@ -225,8 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         records = load_records(args.input)
         labels = [r.get(args.field) for r in records if isinstance(r, Mapping)]
         vocabulary = args.vocabulary.split(",") if args.vocabulary else None
-        builder = fixed_vocabulary(vocabulary, args.field) if vocabulary else label_set(
-            [str(x) for x in labels if isinstance(x, str)], args.field
+        builder = (
+            fixed_vocabulary(vocabulary, args.field)
+            if vocabulary
+            else label_set([str(x) for x in labels if isinstance(x, str)], args.field)
         )
         task = Task(args.name or args.output.stem, tuple(args.template or DEFAULT_TEMPLATES), builder, args.options)
         items, counts = build_items(records, task, seed=args.seed, allow_fewer=args.allow_fewer, source=str(args.input))

@@ -22,6 +22,7 @@ equality and split tests pin down, and adds no dependency.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import itertools
 import json
@@ -68,7 +69,8 @@ def expand_shards(spec: str | Path) -> list[str]:
         lo, hi = match.groups()
         width = len(lo)
         return [
-            name for i in range(int(lo), int(hi) + 1)
+            name
+            for i in range(int(lo), int(hi) + 1)
             for name in expand_shards(spec[: match.start()] + str(i).zfill(width) + spec[match.end() :])
         ]
     path = Path(spec)
@@ -181,8 +183,11 @@ def write_shards(
         ext = media.suffix.lstrip(".").lower() or "bin"
         writer.add(f"{index:09d}", {ext: media.read_bytes(), "json": record_to_json(record)})
     writer.close()
-    summary = {"shards": dict(zip(writer.names(), writer.counts)), "samples": sum(writer.counts),
-               "skipped": len(skipped)}
+    summary = {
+        "shards": dict(zip(writer.names(), writer.counts)),
+        "samples": sum(writer.counts),
+        "skipped": len(skipped),
+    }
     (out / INDEX).write_text(json.dumps(summary, indent=1))
     (out / "skipped.txt").write_text("".join(line + "\n" for line in skipped))
     return summary
@@ -252,6 +257,7 @@ class ShardStream(IterableDataset):
         max_retries: int = 10,
         read_timeout_s: float | None = None,
         shuffle: bool = False,
+        frame_times: bool = False,
     ) -> None:
         if resampled and not epoch_batches:
             raise ValueError("a resampled shard stream needs epoch_batches (it never ends on its own)")
@@ -260,6 +266,8 @@ class ShardStream(IterableDataset):
         self.shards, self.sampling, self.transform = list(shards), sampling, transform
         self.batch_size, self.rank, self.world_size, self.seed = batch_size, rank, world_size, seed
         self.resampled, self.epoch_batches, self.read = resampled, epoch_batches, read
+        # Each sample carries `seconds` (the frames' times) for the original's time message, as MediaDataset's.
+        self.frame_times = frame_times
         self.max_retries, self.read_timeout_s, self.shuffle = max_retries, read_timeout_s, shuffle
         self.epoch = 0
 
@@ -298,21 +306,36 @@ class ShardStream(IterableDataset):
         for index, (shard, key, members) in enumerate(raw):
             rng = random.Random(f"{stream}:{index}")
             record = None
+            times: list[float] | None = [] if self.frame_times else None
+            extra = {"times": times} if times is not None else {}
             try:
                 record, media = _unpack(members)
-                frames = read_with_deadline(
-                    lambda: self.read(io.BytesIO(media), record.media_type, self.sampling, rng, _bound(record),
-                                      record.reader),
-                    self.read_timeout_s, record.path,
+                # Bound now: a read abandoned at its deadline must not see the next sample's values.
+                read = functools.partial(
+                    self.read,
+                    io.BytesIO(media),
+                    record.media_type,
+                    self.sampling,
+                    rng,
+                    _bound(record),
+                    record.reader,
+                    **extra,
                 )
+                frames = read_with_deadline(read, self.read_timeout_s, record.path)
             except Exception as err:  # one bad sample, reported, never a dead worker
                 where = f"{record.path} ({Path(shard).name}/{key})" if record else f"{Path(shard).name}/{key}"
                 skipped.append(f"{where}: {err}".splitlines()[0])
                 if len(skipped) >= self.max_retries:
                     raise MediaReadError(f"{len(skipped)} unreadable samples in a row; last: {skipped[-1]}") from None
                 continue
-            yield {"pixel_values": self.transform(frames, rng), "record": record, "idx": index,
-                   "media_type": record.media_type, "skipped": skipped}
+            yield {
+                "pixel_values": self.transform(frames, rng),
+                "record": record,
+                "idx": index,
+                "media_type": record.media_type,
+                "skipped": skipped,
+                "seconds": times,
+            }
             skipped = []
         if skipped:  # no later sample to carry them into the run's count
             log.warning("%d unreadable samples at the end of a shard stream: %s", len(skipped), "; ".join(skipped))
@@ -349,22 +372,38 @@ def stream_loader(
     with different batch counts, so more than one rank needs `epoch_samples`.
     """
     if epoch_samples is None and world_size > 1:
-        raise ValueError("data.streaming.epoch_samples is required with more than one rank "
-                         "(shards read once per epoch give the ranks different numbers of batches)")
+        raise ValueError(
+            "data.streaming.epoch_samples is required with more than one rank "
+            "(shards read once per epoch give the ranks different numbers of batches)"
+        )
     epoch_batches = epoch_samples // (world_size * batch_size) if epoch_samples is not None else None
     if epoch_batches is not None and epoch_batches < 1:
         raise ValueError(f"data.streaming.epoch_samples={epoch_samples} is less than one batch per rank")
     names = expand_shards(shards)
-    log.info("training samples stream from %d shards (%s), %s; the corpora's media files are not read",
-             len(names), shards, f"{epoch_batches} batches per rank and epoch, resampled" if epoch_batches
-             else "each shard once per epoch")
-    stream = ShardStream(
-        names, dataset.sampling, dataset.transform, batch_size, rank=rank, world_size=world_size,
-        seed=seed, resampled=epoch_batches is not None, epoch_batches=epoch_batches, read=dataset.read,
-        read_timeout_s=dataset.read_timeout_s, shuffle=True,
+    log.info(
+        "training samples stream from %d shards (%s), %s; the corpora's media files are not read",
+        len(names),
+        shards,
+        f"{epoch_batches} batches per rank and epoch, resampled" if epoch_batches else "each shard once per epoch",
     )
-    return DataLoader(stream, batch_size=None, num_workers=num_workers, collate_fn=collate,
-                      persistent_workers=num_workers > 0)
+    stream = ShardStream(
+        names,
+        dataset.sampling,
+        dataset.transform,
+        batch_size,
+        rank=rank,
+        world_size=world_size,
+        seed=seed,
+        resampled=epoch_batches is not None,
+        epoch_batches=epoch_batches,
+        read=dataset.read,
+        read_timeout_s=dataset.read_timeout_s,
+        shuffle=True,
+        frame_times=getattr(dataset, "frame_times", False),
+    )
+    return DataLoader(
+        stream, batch_size=None, num_workers=num_workers, collate_fn=collate, persistent_workers=num_workers > 0
+    )
 
 
 def _unpack(members: dict[str, bytes]) -> tuple[MediaRecord, bytes]:
@@ -402,21 +441,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--annotation", required=True, help="annotation JSON / JSONL file")
     parser.add_argument("--media-root", required=True, help="directory the annotation's media paths are relative to")
     parser.add_argument("--media-type", required=True, choices=["video", "image"])
-    parser.add_argument("--format", default="videochat2_caption", help="annotation format (see videochat2.data.formats)")
+    parser.add_argument(
+        "--format", default="videochat2_caption", help="annotation format (see videochat2.data.formats)"
+    )
     parser.add_argument("--reader", default="decord", help="video reader recorded with each sample (decord | pyav)")
     parser.add_argument("--corpus", default="", help="corpus name recorded with each sample")
     parser.add_argument("--out", required=True, help="output directory for the shards")
     parser.add_argument("--shard-size", default="256MB", help="target shard size, e.g. 256MB or 1GB")
     parser.add_argument("--overwrite", action="store_true", help="replace the shards already in --out")
     args = parser.parse_args(argv)
-    records = load_records(args.annotation, args.media_root, args.media_type, format=args.format,
-                           reader=args.reader, corpus=args.corpus)
+    records = load_records(
+        args.annotation, args.media_root, args.media_type, format=args.format, reader=args.reader, corpus=args.corpus
+    )
     try:
         summary = write_shards(records, args.out, args.shard_size, args.overwrite)
     except FileExistsError as err:
         sys.exit(f"error: {err}")
-    print(f"{summary['samples']} samples in {len(summary['shards'])} shards under {args.out}; "
-          f"{summary['skipped']} skipped (listed in skipped.txt)")
+    print(
+        f"{summary['samples']} samples in {len(summary['shards'])} shards under {args.out}; "
+        f"{summary['skipped']} skipped (listed in skipped.txt)"
+    )
 
 
 if __name__ == "__main__":

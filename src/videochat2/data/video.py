@@ -3,8 +3,9 @@
 Indices are chosen first and only those frames are decoded. decord is the default (one thread per
 reader, opened inside the worker, since readers shared across processes deadlock). The PyAV reader
 returns the same pixels faster: it decodes each group of targets from its keyframe and skips the
-non-reference frames no target depends on (see `_decode_sparse`). Frame folders (`00001.jpg`, ...) and GIFs are read with PIL. Every failure is a
-`MediaReadError` naming the file, so the data pipeline can count and replace the sample.
+non-reference frames no target depends on (see `_decode_sparse`). Frame folders (`00001.jpg`, ...) and
+GIFs are read with PIL. Every failure is a `MediaReadError` naming the file, so the data pipeline can count
+and replace the sample.
 Video files, gifs and images may also be given as binary file objects (media read from shards).
 """
 
@@ -97,13 +98,14 @@ def read_video(
     rng: random.Random | None = None,
     bound: tuple[float, float] | None = None,
     backend: str = "decord",
+    times: list[float] | None = None,
 ) -> torch.Tensor:
-    """Decode the sampled frames of a video file with decord or PyAV."""
+    """Decode the sampled frames of a video file with decord or PyAV (their times appended to `times`)."""
     path = _existing(path)
     if backend == "decord":
-        return _read_decord(path, sampling, rng, bound)
+        return _read_decord(path, sampling, rng, bound, times)
     if backend == "av":
-        return _read_av(path, sampling, rng, bound)
+        return _read_av(path, sampling, rng, bound, times)
     raise ValueError(f"video backend must be 'decord' or 'av', got {backend!r}")
 
 
@@ -122,7 +124,13 @@ def _source(path: Path | BinaryIO) -> str | BinaryIO:
     return str(path) if isinstance(path, Path) else path
 
 
-def _read_decord(path: Path, sampling: FrameSampling, rng, bound) -> torch.Tensor:
+def _record_times(times: list[float] | None, indices: list[int], fps: float) -> None:
+    """Append each sampled frame's time in seconds (index / fps), which the original's time message reads."""
+    if times is not None:
+        times.extend(index / fps for index in indices)
+
+
+def _read_decord(path: Path, sampling: FrameSampling, rng, bound, times=None) -> torch.Tensor:
     import decord
 
     try:
@@ -133,6 +141,7 @@ def _read_decord(path: Path, sampling: FrameSampling, rng, bound) -> torch.Tenso
         keyframes = list(reader.get_key_indices()) if sampling.wants_keyframes else None
         indices = [min(i, vlen - 1) for i in sampling.indices(vlen, fps, rng, bound, keyframes=keyframes)]
         frames = reader.get_batch(indices).asnumpy()
+        _record_times(times, indices, fps)
     except MediaReadError:
         raise
     except Exception as err:  # decord raises its own error types from C++
@@ -140,7 +149,7 @@ def _read_decord(path: Path, sampling: FrameSampling, rng, bound) -> torch.Tenso
     return torch.from_numpy(np.ascontiguousarray(frames))
 
 
-def _read_av(path: Path | BinaryIO, sampling: FrameSampling, rng, bound) -> torch.Tensor:
+def _read_av(path: Path | BinaryIO, sampling: FrameSampling, rng, bound, times=None) -> torch.Tensor:
     import av
 
     try:
@@ -152,10 +161,12 @@ def _read_av(path: Path | BinaryIO, sampling: FrameSampling, rng, bound) -> torc
             if index is not None:
                 pts, keyframes = index
                 key_indices = [bisect.bisect_left(pts, k) for k in keyframes]
-                indices = [min(i, len(pts) - 1) for i in sampling.indices(len(pts), fps, rng, bound, keyframes=key_indices)]
+                indices = [
+                    min(i, len(pts) - 1) for i in sampling.indices(len(pts), fps, rng, bound, keyframes=key_indices)
+                ]
                 frames = _decode_sparse(container, stream, keyframes or pts[:1], [pts[i] for i in indices])
         if index is None:  # no timestamps to seek by: decode everything, in order
-            return _read_av_sequential(path, sampling, rng, bound, fps)
+            return _read_av_sequential(path, sampling, rng, bound, fps, times)
     except MediaReadError:
         raise
     except Exception as err:
@@ -163,10 +174,13 @@ def _read_av(path: Path | BinaryIO, sampling: FrameSampling, rng, bound) -> torc
     missing = [i for i in indices if pts[i] not in frames]
     if missing:
         raise MediaReadError(f"{path}: frames {missing[:4]} could not be decoded")
+    _record_times(times, indices, fps)
     return torch.from_numpy(np.stack([frames[pts[i]] for i in indices]))
 
 
-def _read_av_sequential(path: Path | BinaryIO, sampling: FrameSampling, rng, bound, fps: float) -> torch.Tensor:
+def _read_av_sequential(
+    path: Path | BinaryIO, sampling: FrameSampling, rng, bound, fps: float, times=None
+) -> torch.Tensor:
     import av
 
     if not isinstance(path, Path):
@@ -176,6 +190,7 @@ def _read_av_sequential(path: Path | BinaryIO, sampling: FrameSampling, rng, bou
     if not frames:
         raise MediaReadError(f"{path}: no decodable frames")
     indices = [min(i, len(frames) - 1) for i in sampling.indices(len(frames), fps, rng, bound)]
+    _record_times(times, indices, fps)
     return torch.from_numpy(np.stack([frames[i] for i in indices]))
 
 
@@ -231,7 +246,12 @@ def _rgb(image: Image.Image) -> np.ndarray:
 
 
 def read_frame_folder(
-    path: str | Path, sampling: FrameSampling, rng: random.Random | None = None, bound=None, fps: float = FRAME_FOLDER_FPS
+    path: str | Path,
+    sampling: FrameSampling,
+    rng: random.Random | None = None,
+    bound=None,
+    fps: float = FRAME_FOLDER_FPS,
+    times: list[float] | None = None,
 ) -> torch.Tensor:
     """A folder of JPEG frames (`00001.jpg`, ...) taken at `fps`; frame k is file number k + 1."""
     path = Path(path)
@@ -239,6 +259,7 @@ def read_frame_folder(
     if not files:
         raise MediaReadError(f"{path}: no frames (expected a folder of 00001.jpg, ...)")
     indices = [min(i, len(files) - 1) for i in sampling.indices(len(files), fps, rng, bound, first_idx=1)]
+    _record_times(times, indices, fps)
     try:
         return torch.from_numpy(np.stack([_rgb(Image.open(files[i])) for i in indices]))
     except OSError as err:
@@ -246,7 +267,12 @@ def read_frame_folder(
 
 
 def read_gif(
-    path: Media, sampling: FrameSampling, rng: random.Random | None = None, bound=None, fps: float = GIF_FPS
+    path: Media,
+    sampling: FrameSampling,
+    rng: random.Random | None = None,
+    bound=None,
+    fps: float = GIF_FPS,
+    times: list[float] | None = None,
 ) -> torch.Tensor:
     """An animated GIF, assumed to run at 25 fps as in the original."""
     path = _existing(path)
@@ -259,6 +285,7 @@ def read_gif(
     except OSError as err:
         raise MediaReadError(f"{path}: unreadable gif: {err}") from None
     indices = sampling.indices(len(frames), fps, rng, bound)
+    _record_times(times, indices, fps)
     return torch.from_numpy(np.stack([frames[i] for i in indices]))
 
 
@@ -279,14 +306,19 @@ def read_media(
     rng: random.Random | None = None,
     bound: tuple[float, float] | None = None,
     backend: str = "decord",
+    times: list[float] | None = None,
 ) -> torch.Tensor:
-    """Dispatch on media type: video | frame | gif | image."""
+    """Dispatch on media type: video | frame | gif | image. The sampled frames' times in seconds are
+    appended to `times` when given (a still image has none). A video entry whose file is a `.gif` (the TGIF
+    corpora of the instruction data) is read as a GIF at 25 fps, as the original's video loader does."""
+    if media_type == "video" and isinstance(path, (str, Path)) and str(path).lower().endswith(".gif"):
+        return read_gif(path, sampling, rng, bound, times=times)
     if media_type == "video":
-        return read_video(path, sampling, rng, bound, backend)
+        return read_video(path, sampling, rng, bound, backend, times)
     if media_type == "frame":
-        return read_frame_folder(path, sampling, rng, bound)
+        return read_frame_folder(path, sampling, rng, bound, times=times)
     if media_type == "gif":
-        return read_gif(path, sampling, rng, bound)
+        return read_gif(path, sampling, rng, bound, times=times)
     if media_type == "image":
         return read_image(path)
     raise ValueError(f"media_type must be video, frame, gif or image, got {media_type!r}")

@@ -34,6 +34,9 @@ class AlignmentConfig:
     num_frames: int = 4
     label_smoothing: float = 0.1
     freeze_vision: bool = True
+    # Cross-rank VTC gradient: "sum" (ours: equals one process holding the global batch) or "local" (the
+    # original's gather backward, 1/world_size of that; the official stage-1 weights were trained with it).
+    vtc_gather_backward: str = "sum"
 
     def __post_init__(self) -> None:
         if self.agg_method not in ("mean", "max"):
@@ -64,16 +67,21 @@ def vtc_loss(sim_v2t: Tensor, idx_rows: Tensor, idx_cols: Tensor) -> Tensor:
 
 
 def gathered_vtc_loss(
-    vision_feats: Tensor, text_feats: Tensor, idx: Tensor, temp: Tensor | float, agg_method: str = "mean"
+    vision_feats: Tensor,
+    text_feats: Tensor,
+    idx: Tensor,
+    temp: Tensor | float,
+    agg_method: str = "mean",
+    backward: str = "sum",
 ) -> Tensor:
     """VTC over the batch gathered from all ranks; each rank computes the same global loss.
 
     Gradients reach the local rows summed over ranks (see `videochat2.distributed`), so after the usual
     data-parallel averaging they equal those of one process holding the whole batch; the original's
-    gather passes back only the local slice, which leaves them world_size times too small.
+    gather passes back only the local slice, which leaves them world_size times too small (`backward="local"`).
     """
-    vision_all = gather_with_grad(vision_feats)
-    text_all = gather_with_grad(text_feats)
+    vision_all = gather_with_grad(vision_feats, backward)
+    text_all = gather_with_grad(text_feats, backward)
     idx_all = gather_no_grad(idx)
     return vtc_loss(similarity(vision_all, text_all, agg_method) / temp, idx_all, idx_all)
 
@@ -187,7 +195,9 @@ class VideoChat2Alignment(nn.Module):
         return self.itm_head(self.vtm_embed(vision_embeds, input_ids, attention_mask))[:, 1]
 
     def vtc(self, vision_feats: Tensor, text_feats: Tensor, idx: Tensor) -> Tensor:
-        return gathered_vtc_loss(vision_feats, text_feats, idx, self.temp, self.config.agg_method)
+        return gathered_vtc_loss(
+            vision_feats, text_feats, idx, self.temp, self.config.agg_method, self.config.vtc_gather_backward
+        )
 
     def vtm(
         self,

@@ -220,7 +220,18 @@ def load_tokenizer(directory: str | Path, trust_remote_code: bool = False) -> Pr
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    keep_unknown_characters(tokenizer)
     return tokenizer
+
+
+def keep_unknown_characters(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Give a converted SentencePiece BPE its unknown token, so a character outside the vocabulary reads as
+    `<unk>` (as SentencePiece reads it) instead of vanishing: transformers' conversion leaves the BPE without
+    one and relies on byte fallback, which a vocabulary without byte pieces cannot provide."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    model = getattr(backend, "model", None)
+    if tokenizer.unk_token is not None and getattr(model, "unk_token", "") is None:
+        model.unk_token = tokenizer.unk_token
 
 
 def build_tiny_llama(config: LLMConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:

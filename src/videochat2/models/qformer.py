@@ -369,7 +369,7 @@ class QFormer(nn.Module):
 
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(_missing_bert(path))
+            raise FileNotFoundError(missing_bert_message(path))
         bert_config = BertConfig.from_pretrained(path, local_files_only=True)
         model = cls(QFormerConfig.from_bert_config(bert_config, **overrides))
         model.load_bert(path)
@@ -381,7 +381,7 @@ class QFormer(nn.Module):
 
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(_missing_bert(path))
+            raise FileNotFoundError(missing_bert_message(path))
         self._copy_bert(BertForMaskedLM.from_pretrained(path, local_files_only=True).state_dict())
 
     @torch.no_grad()
@@ -406,7 +406,8 @@ class QFormer(nn.Module):
                 value.copy_(target[name.replace("_query.", ".")])
 
 
-def _missing_bert(path: Path) -> str:
+def missing_bert_message(path: Path) -> str:
+    """What to put where a BERT directory is missing (the stage-1 Q-Former starts from bert-base-uncased)."""
     return (
         f"no BERT checkpoint at {path}: put a Hugging Face BERT directory there (config.json and "
         "model.safetensors, e.g. bert-base-uncased saved with save_pretrained)"

@@ -119,20 +119,26 @@ class VideoChat2(nn.Module):
         labels_after: list[Tensor] | None = None,
         padding_side: str = "right",
         bos_quirk: bool = False,
+        attention_after: list[Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """Splice each sample's visual tokens between its two text parts and pad the batch.
 
         Returns `inputs_embeds`, `attention_mask`, `position_ids` and, when `labels_after` is given,
         `labels` (-100 everywhere except the learned answer tokens). `bos_quirk` puts the constant BOS-id
         vector at position 0; only the training forward asks for it (see the module docstring).
+        `attention_after` marks padding the collator put inside the after part (0 = padding, e.g. the
+        original's left-padded Phi-3 captions); such gaps still count positions, as in the original.
         """
-        embeds, labels = [], []
+        embeds, labels, masks = [], [], []
         for i, (before, after) in enumerate(zip(input_ids_before, input_ids_after)):
             embeds.append(self._sample_embeds(before, visual[i], after, bos_quirk))
+            head = len(before) + visual.shape[1]
+            if attention_after is not None:
+                masks.append(torch.cat([attention_after[i].new_ones(head), attention_after[i]]))
             if labels_after is not None:
-                masked = torch.full((len(before) + visual.shape[1],), IGNORE_INDEX, device=after.device)
+                masked = torch.full((head,), IGNORE_INDEX, device=after.device)
                 labels.append(torch.cat([masked, labels_after[i]]))
-        batch = _pad(embeds, padding_side)
+        batch = _pad(embeds, padding_side, masks or None)
         if labels_after is not None:
             batch["labels"] = _pad_labels(labels, batch["attention_mask"].shape[1], padding_side)
         return batch
@@ -145,11 +151,17 @@ class VideoChat2(nn.Module):
         labels_after: list[Tensor],
         instruction_ids: Tensor | None = None,
         instruction_mask: Tensor | None = None,
+        attention_after: list[Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """Causal-LM loss on the answer tokens (mean over all learned tokens of the batch)."""
         visual = self.encode_visual(pixel_values, instruction_ids, instruction_mask)
         batch = self.build_inputs(
-            visual, input_ids_before, input_ids_after, labels_after, bos_quirk=self.config.bos_quirk
+            visual,
+            input_ids_before,
+            input_ids_after,
+            labels_after,
+            bos_quirk=self.config.bos_quirk,
+            attention_after=attention_after,
         )
         labels = batch.pop("labels")
         # No KV cache in training: activation checkpointing (FSDP's wrapper) re-runs each decoder layer in the
@@ -213,8 +225,13 @@ class VideoChat2(nn.Module):
         return self.llm.generate(**batch, **generate_kwargs)
 
 
-def _pad(embeds: list[Tensor], side: str) -> dict[str, Tensor]:
-    """Pad [L_i, D] sequences to one batch; padded positions get mask 0 and repeat position ids."""
+def _pad(embeds: list[Tensor], side: str, masks: list[Tensor] | None = None) -> dict[str, Tensor]:
+    """Pad [L_i, D] sequences to one batch; padded positions get mask 0.
+
+    Right padding counts positions from 0 over every column (gaps inside a row included), as Hugging Face
+    does without position ids; left padding counts from the first real token, so a prompt's logits do not
+    depend on its batch.
+    """
     if side not in ("left", "right"):
         raise ValueError(f"padding side must be left or right, got {side!r}")
     length = max(e.shape[0] for e in embeds)
@@ -223,8 +240,11 @@ def _pad(embeds: list[Tensor], side: str) -> dict[str, Tensor]:
     for i, e in enumerate(embeds):
         span = slice(length - e.shape[0], length) if side == "left" else slice(0, e.shape[0])
         out[i, span] = e
-        mask[i, span] = 1
-    positions = (mask.cumsum(1) - 1).clamp(min=0)
+        mask[i, span] = 1 if masks is None else masks[i]
+    if side == "right":
+        positions = torch.arange(length, device=out.device).repeat(len(embeds), 1)
+    else:
+        positions = ((mask > 0).long().cumsum(1) - 1).clamp(min=0)
     return {"inputs_embeds": out, "attention_mask": mask, "position_ids": positions}
 
 

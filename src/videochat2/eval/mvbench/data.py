@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from videochat2.data.conversation import leading_special_ids
 from videochat2.data.transforms import NORMALIZATION, FrameTransform
 from videochat2.data.video import MVBENCH_SAMPLE, FrameSampling, MediaReadError, read_media
 from videochat2.eval.mvbench.tasks import MVBenchQuestion
@@ -196,8 +197,8 @@ class MVBenchCollator:
         before, after = prompt.segments
         if slot is not None:
             before, after = before + slot + after, ""
-        bos = [self.llm_tokenizer.bos_token_id] if self.llm_tokenizer.bos_token_id is not None else []
-        ids_before = bos + self.llm_tokenizer(before, add_special_tokens=False)["input_ids"]
+        text_ids = self.llm_tokenizer(before, add_special_tokens=False)["input_ids"]
+        ids_before = leading_special_ids(self.llm_tokenizer) + text_ids
         ids_after = self.llm_tokenizer(after, add_special_tokens=False)["input_ids"]
         return torch.tensor(ids_before, dtype=torch.long), torch.tensor(ids_after, dtype=torch.long)
 
