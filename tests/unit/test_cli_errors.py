@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,16 @@ def test_load_4bit_on_the_cpu_is_one_line_before_any_loading(monkeypatch, ramp_v
     # The run does not exist either: the 4-bit check comes first, before the run is even looked up.
     argv = ["--video", str(ramp_video), "--ckpt", str(tmp_path / "no_run"), "--load-4bit", "--device", "cpu", "What?"]
     assert "a 4-bit (nf4) LLM runs only on a CUDA GPU" in chat_error(capsys, *argv)
+
+
+def test_the_demo_without_gradio_says_which_extra_to_install(monkeypatch):
+    from videochat2 import demo
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # as if not installed: importing it raises ImportError
+    monkeypatch.setattr(demo, "load_model", lambda *a, **k: pytest.fail("loaded a model without Gradio"))
+    with pytest.raises(SystemExit) as stopped:
+        demo.main(["--ckpt", "some_run"])
+    assert str(stopped.value.code) == "error: the demo needs Gradio: pip install -e '.[demo]'"
 
 
 def test_export_refuses_an_absolute_llm_name_before_loading(no_model, tmp_path):
