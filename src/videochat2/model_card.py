@@ -2,13 +2,15 @@
 
 Everything comes from files a run already wrote: each stage directory's `config.yaml` (data, steps, batch,
 learning rate) and `summary.json` (steps done, samples, final loss), and the run's `eval/*/results.json`.
-A model whose checkpoints lie outside any run (an official file, another export) gets a card without the
-training section rather than guessed facts. No path of this machine goes into the card.
+A re-export (of an export directory) keeps the training and evaluation sections of that export's card; a
+model from an official file gets a card without them rather than guessed facts. No path of this machine goes
+into the card.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,16 +24,29 @@ from videochat2.spec import ModelSpec
 def model_card(spec: ModelSpec, checkpoints: Sequence[str], name: str) -> str:
     """The card's markdown, with Hub metadata (tags, pipeline, base model) in its front matter."""
     stages = trained_stages(checkpoints)
+    inherited = card_sections(checkpoints)
     sections = [
         front_matter(spec),
         f"# {name}\n\nA VideoChat2 stage-{spec.stage} model (video encoder → Q-Former → LLM), exported by "
         "videochat2-lightning.",
         architecture(spec),
-        training(stages) if stages else "## Training\n\nTrained outside a videochat2-lightning run: no record.",
-        evaluation(stages[-1].run.root / "eval" if stages else None),
+        training(stages) if stages else inherited.get("Training", UNRECORDED),
+        evaluation(stages[-1].run.root / "eval" if stages else None, inherited.get("Evaluation")),
         usage(name),
     ]
     return "\n\n".join(sections) + "\n"
+
+
+UNRECORDED = "## Training\n\nTrained outside a videochat2-lightning run: no record."
+
+
+def card_sections(checkpoints: Sequence[str]) -> dict[str, str]:
+    """`## Title` sections of the card of an export the model was loaded from (a re-export keeps its history)."""
+    cards = [Path(path) / "README.md" for path in checkpoints if (Path(path) / "README.md").is_file()]
+    if len(cards) != 1:
+        return {}
+    parts = re.split(r"\n(?=## )", cards[0].read_text(encoding="utf-8"))
+    return {part.split("\n", 1)[0][3:].strip(): part.strip() for part in parts if part.startswith("## ")}
 
 
 def trained_stages(checkpoints: Sequence[str]) -> list[StageDir]:
@@ -89,11 +104,11 @@ def stage_row(stage: StageDir) -> tuple:
     )
 
 
-def evaluation(eval_dir: Path | None) -> str:
+def evaluation(eval_dir: Path | None, inherited: str | None = None) -> str:
     """One row per results.json of the run: MVBench-format accuracies, or the benchmark's headline numbers."""
     files = sorted(eval_dir.glob("*/results.json")) if eval_dir is not None and eval_dir.is_dir() else []
     if not files:
-        return "## Evaluation\n\nNo evaluation results were recorded with this run."
+        return inherited or "## Evaluation\n\nNo evaluation results were recorded with this run."
     rows = [result_row(path.parent.name, json.loads(path.read_text())) for path in files]
     return "## Evaluation\n\n" + table(("benchmark", "questions", "accuracy", "strict", "macro"), rows)
 

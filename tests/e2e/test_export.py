@@ -201,7 +201,9 @@ def test_transformers_classes_load_save_and_push_an_export(exported, trained, tm
     assert torch.equal(probe(model.loaded), probe(trained))
     model.save_pretrained(tmp_path / "saved")
     assert torch.equal(probe(load_model(tmp_path / "saved")), probe(trained))
-    assert (tmp_path / "saved" / "README.md").is_file()
+    # A re-export keeps the training record of the card it came from.
+    training = (exported / "README.md").read_text().split("## Training")[1].split("## ")[0]
+    assert "| 3 | synthetic_video_qa" in training and training in (tmp_path / "saved" / "README.md").read_text()
     with pytest.raises(FileNotFoundError, match="not an export directory"):
         VideoChat2ForConditionalGeneration.from_pretrained(tmp_path / "nothing")
 
