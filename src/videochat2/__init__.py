@@ -29,6 +29,9 @@ PUBLIC = {
     "LoadedModel": "videochat2.builder",
     "ModelSpec": "videochat2.spec",
     "ChatSession": "videochat2.chat",
+    "Choice": "videochat2.chat",
+    "VideoChat2Config": "videochat2.hf",
+    "VideoChat2ForConditionalGeneration": "videochat2.hf",
     "read_media": "videochat2.data.video",
 }
 __all__ = [*PUBLIC, "__version__"]

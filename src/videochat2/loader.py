@@ -15,11 +15,12 @@ trained component is an error that names its keys.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from videochat2.builder import LoadedModel, build_model
 from videochat2.checkpoints import EXPORT_CONFIG, describe
-from videochat2.device import place, plan, prepare_backend
+from videochat2.device import DeviceError, place, plan, prepare_backend
 from videochat2.run_layout import RunLayout, RunLayoutError, StageDir, locate
 from videochat2.spec import ModelSpec, official_spec, read_spec
 
@@ -70,20 +71,36 @@ def load_model(
     trust_checkpoint: bool = False,
     trust_remote_code: bool = False,
     precision: str = "auto",
+    quantization: str | None = None,
 ) -> LoadedModel:
     """The model `source` stands for, in eval mode, frozen, on `device` at `precision` (see `videochat2.device`).
 
     `source` is a run directory (its latest of `stages`), a stage directory, an export directory or a
     checkpoint file; with `spec` given, `source` is the checkpoint file (or list of files, loaded in order)
     and `spec` says what model they fill (an evaluation config naming the paper's sizes, say).
+    `quantization="nf4"` loads the base LLM in 4 bits (QLoRA's settings), which only a CUDA GPU runs: asking
+    for it elsewhere fails here, before minutes of loading.
     """
     placement = plan(device, precision)
+    if quantization is not None and placement.device.type != "cuda":
+        raise DeviceError(f"a 4-bit ({quantization}) LLM runs only on a CUDA GPU, and device={device} is the CPU")
     if spec is not None:
         checkpoints = [Path(source)] if isinstance(source, (str, Path)) else [Path(s) for s in source]
     else:
         spec, checkpoints = resolve_source(source, stages, pretrained_root, trust_checkpoint)
+    if quantization is not None:
+        spec = quantized(spec, quantization)
     loaded = build_model(spec, checkpoints, trust_checkpoint=trust_checkpoint, trust_remote_code=trust_remote_code)
     prepare_backend(placement.device)
     place(loaded.model.eval().requires_grad_(False), placement)
     loaded.placement = placement
     return loaded
+
+
+def quantized(spec: ModelSpec, quantization: str) -> ModelSpec:
+    """`spec` with its base LLM loaded at `quantization` (one line for a model that has no pretrained LLM)."""
+    if spec.llm is None:
+        raise ValueError("a stage-1 model has no LLM to load in 4 bits")
+    if spec.llm.preset == "tiny_llama" and spec.llm.path is None:
+        raise ValueError("4-bit loading needs a pretrained LLM directory; this model's tiny LLM is built in memory")
+    return replace(spec, llm=replace(spec.llm, quantization=quantization))

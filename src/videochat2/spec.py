@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from videochat2.models.alignment import AlignmentConfig
-from videochat2.models.llm import LLMConfig
+from videochat2.models.llm import LLMConfig, is_hub_id
 from videochat2.models.qformer import QFormerConfig
 from videochat2.models.videochat2 import VideoChat2Config
 from videochat2.models.vision import VisionConfig
@@ -95,12 +95,20 @@ class ModelSpec:
         return cls(**values)
 
     def resolved_under(self, base: Path) -> ModelSpec:
-        """Relative paths taken as relative to `base` (an export directory)."""
+        """Relative paths taken as relative to `base` (an export directory).
+
+        The base LLM may instead be named by a Hub id (`owner/name`): kept as it is when no such directory
+        lies under `base`, it is then read from the local Hugging Face cache.
+        """
 
         def under(path: str | None) -> str | None:
             return str(base / path) if path is not None and not Path(path).is_absolute() else path
 
-        llm = replace(self.llm, path=under(self.llm.path)) if self.llm is not None else None
+        llm = None
+        if self.llm is not None:
+            named = self.llm.path
+            hub = named is not None and is_hub_id(named) and not (base / named).is_dir()
+            llm = replace(self.llm, path=named if hub else under(named))
         return replace(
             self, qformer_tokenizer=under(self.qformer_tokenizer), llm_tokenizer=under(self.llm_tokenizer), llm=llm
         )

@@ -2,7 +2,7 @@
 
 Stages 1 -> 2 -> 3 -> eval with `trainer=gpu`; `trainer=fsdp trainer.devices=1` with activation checkpointing,
 a sharded checkpoint, a resume from it and an evaluation of it; QLoRA nf4; `precision=bf16-true`; evaluation
-on the GPU against the CPU; chat on the GPU. Together a few minutes on one GPU.
+on the GPU against the CPU; chat on the GPU, also with the LLM in 4 bits. Together a few minutes on one GPU.
 
 Data: the small synthetic set of `tests.conftest` (built here when PyAV is installed), or a prebuilt one named
 by `VIDEOCHAT2_TEST_DATA` (a directory holding `synthetic/`, built on another machine by
@@ -146,4 +146,20 @@ def test_chat_answers_on_the_gpu(gpu_dirs, gpu_run):
     session = ChatSession(loaded, pixels, "video", {"max_new_tokens": 12, "min_new_tokens": 2})
     answer = session.ask("What happens in the video?")
     assert isinstance(answer, str) and session.history[-1]["a"] == answer
-    assert session.choose("What moves?", ["a circle", "a square"]) in ("(A) a circle", "(B) a square")
+    assert str(session.choose("What moves?", ["a circle", "a square"])) in ("(A) a circle", "(B) a square")
+
+
+def test_chat_loads_the_llm_in_4_bits_on_the_gpu(gpu_dirs, gpu_run, capsys):
+    import bitsandbytes as bnb
+
+    from videochat2.chat import ChatSession, main
+
+    chat = ChatSession.from_pretrained(gpu_run, device="cuda", load_4bit=True, max_new_tokens=6)
+    layers = [m for m in chat.loaded.model.llm.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and layers[0].weight.quant_state.quant_type == "nf4"
+    video = sorted((gpu_dirs["data"] / "synthetic" / "videos").rglob("*.mp4"))[0]
+    assert isinstance(chat.watch(video).ask("What happens in the video?"), str)
+    picks = chat.answer_batch([video, video], ["What moves?"] * 2, options=[["a circle", "a square"]] * 2)
+    assert picks[0].index == picks[1].index and picks[0].option in ("a circle", "a square")
+    main(["--ckpt", str(gpu_run), "--video", str(video), "--load-4bit", "--device", "cuda", "What moves?"])
+    assert capsys.readouterr().out.strip()

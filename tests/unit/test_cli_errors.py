@@ -12,6 +12,7 @@ import torch
 
 import videochat2.chat as chat
 import videochat2.export as export_module
+import videochat2.loader as loader
 from videochat2.checkpoints import CheckpointError, read_state_dict
 from videochat2.run_layout import RunLayout, RunLayoutError, StageDir, init_chain
 
@@ -54,6 +55,34 @@ def test_options_without_a_question_are_refused_before_loading(no_model, ramp_vi
 def test_a_run_that_is_not_there_is_one_line(ramp_video, tmp_path, capsys):
     message = chat_error(capsys, "--video", str(ramp_video), "--ckpt", str(tmp_path / "no_run"), "What?")
     assert "no_run" in message
+
+
+def test_load_4bit_on_the_cpu_is_one_line_before_any_loading(monkeypatch, ramp_video, tmp_path, capsys):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was built before the 4-bit request was checked")
+
+    monkeypatch.setattr(loader, "build_model", refuse)
+    # The run does not exist either: the 4-bit check comes first, before the run is even looked up.
+    argv = ["--video", str(ramp_video), "--ckpt", str(tmp_path / "no_run"), "--load-4bit", "--device", "cpu", "What?"]
+    assert "a 4-bit (nf4) LLM runs only on a CUDA GPU" in chat_error(capsys, *argv)
+
+
+def test_the_demo_without_gradio_says_which_extra_to_install(monkeypatch):
+    from videochat2 import demo
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # as if not installed: importing it raises ImportError
+    monkeypatch.setattr(demo, "load_model", lambda *a, **k: pytest.fail("loaded a model without Gradio"))
+    with pytest.raises(SystemExit) as stopped:
+        demo.main(["--ckpt", "some_run"])
+    assert str(stopped.value.code) == "error: the demo needs Gradio: pip install -e '.[demo]'"
+
+
+def test_export_refuses_an_absolute_llm_name_before_loading(no_model, tmp_path):
+    with pytest.raises(SystemExit) as stopped:
+        export_module.main([str(tmp_path / "run"), str(tmp_path / "out"), "--llm-name", "/data/vicuna-7b"])
+    assert str(stopped.value.code) == (
+        "error: --llm-name /data/vicuna-7b is absolute: give a Hub id or a path relative to the export"
+    )
 
 
 def test_re_export_into_a_used_directory_refuses_unless_overwrite(no_model, tmp_path):

@@ -26,6 +26,18 @@ def test_public_names_resolve_to_the_library_functions():
     assert set(videochat2.__all__) >= {"load_model", "ChatSession", "read_media"}
 
 
+def test_the_api_page_names_resolve_too():
+    import videochat2
+    from videochat2.chat import Choice
+    from videochat2.hf import VideoChat2Config, VideoChat2ForConditionalGeneration
+
+    assert (videochat2.Choice, videochat2.VideoChat2ForConditionalGeneration) == (
+        Choice,
+        VideoChat2ForConditionalGeneration,
+    )
+    assert videochat2.VideoChat2Config is VideoChat2Config and VideoChat2Config.model_type == "videochat2"
+
+
 def test_an_unknown_name_is_an_attribute_error():
     import videochat2
 

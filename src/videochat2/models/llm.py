@@ -10,6 +10,7 @@ silently leave LoRA without gradients when the embeddings are frozen.
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from transformers import (
 )
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+# `owner/name` as the Hugging Face Hub spells a repository: what an export may name its base LLM by.
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 QUANTIZATIONS = (None, "nf4")
 
 
@@ -196,11 +199,32 @@ def resolve_model_dir(config: LLMConfig, pretrained_root: str | Path | None) -> 
         raise ValueError(
             f"LLM preset {config.preset!r} needs `path` or a pretrained root holding {where}: {preset.how_to_get}"
         )
+    if not model_dir.is_dir() and config.path is not None and is_hub_id(config.path):
+        return cached_hub_snapshot(config.path)
     if not model_dir.is_dir():
         raise FileNotFoundError(
             f"LLM directory {model_dir} is missing (preset {config.preset!r}). Put there {preset.how_to_get}."
         )
     return model_dir
+
+
+def is_hub_id(name: str) -> bool:
+    """`owner/name` and nothing that reads as a path of its own (`./x`, `../x`, `/x`)."""
+    return HUB_ID.match(name) is not None and ".." not in name
+
+
+def cached_hub_snapshot(repo_id: str) -> Path:
+    """The local Hugging Face cache's copy of `repo_id`; runs never download, so a missing copy is one line."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError) as err:
+        raise FileNotFoundError(
+            f"LLM {repo_id} is neither a directory nor in the local Hugging Face cache ({type(err).__name__}); "
+            f"download it once (`hf download {repo_id}`) or name its directory"
+        ) from None
 
 
 def llm_tokenizer_dir(config: LLMConfig, tokenizer_dir: str | Path | None, pretrained_root: str | Path | None) -> Path:

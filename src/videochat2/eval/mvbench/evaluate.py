@@ -104,7 +104,12 @@ def answer_pending(
     )
     with loaded.autocast():
         return answer_questions(
-            on_device(loader, loaded.device), answerer, options.answerer, predictions, options.strict_media
+            on_device(loader, loaded.device),
+            answerer,
+            options.answerer,
+            predictions,
+            options.strict_media,
+            total=len(todo),
         )
 
 

@@ -25,6 +25,7 @@ from videochat2.eval.mvbench.answerers import Answer
 from videochat2.eval.mvbench.results import PredictionLog, load_predictions
 from videochat2.eval.mvbench.scoring import score_prediction
 from videochat2.eval.mvbench.tasks import MVBenchQuestion
+from videochat2.eval.progress import Progress
 
 Answerer = Callable[[dict], list[Answer]]
 
@@ -139,20 +140,33 @@ def select(batch: dict, rows: list[int]) -> dict:
 
 
 def answer_questions(
-    loader: Iterable[dict], answerer: Answerer, answerer_name: str, predictions: str | Path, strict: bool = False
+    loader: Iterable[dict],
+    answerer: Answerer,
+    answerer_name: str,
+    predictions: str | Path,
+    strict: bool = False,
+    total: int | None = None,
 ) -> int:
     """Append one record per question of `loader` to predictions.jsonl; returns how many were written.
 
     `strict`: an unreadable clip stops the run (with the questions before it kept, so a rerun resumes).
+    `total` (the questions `loader` holds) turns on the progress bar and its periodic log line.
     """
     written = 0
-    with PredictionLog(predictions) as log:
-        for batch in loader:
-            if strict:
-                stop_on_unreadable(batch)
-            for record in answer_batch(batch, answerer, answerer_name):
-                log.write(record)
-                written += 1
+    progress = Progress(total) if total is not None else None
+    try:
+        with PredictionLog(predictions) as log:
+            for batch in loader:
+                if strict:
+                    stop_on_unreadable(batch)
+                for record in answer_batch(batch, answerer, answerer_name):
+                    log.write(record)
+                    written += 1
+                if progress is not None:
+                    progress.update(len(batch["questions"]))
+    finally:
+        if progress is not None:
+            progress.close()
     return written
 
 

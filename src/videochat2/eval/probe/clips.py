@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from videochat2.builder import LoadedModel
 from videochat2.eval.mvbench.tasks import MVBenchQuestion
+from videochat2.eval.progress import Progress
 from videochat2.models.alignment import VideoChat2Alignment
 from videochat2.models.videochat2 import VideoChat2
 from videochat2.prompts import SYSTEM_PROMPT
@@ -87,18 +88,20 @@ def clip_features(
     if instruction:
         instruction = tuple(t.to(device) for t in instruction)
     vit, visual = [], []
-    for batch in loader:
-        if any(batch["errors"]):
-            raise RuntimeError(f"unreadable clips: {[e for e in batch['errors'] if e]}")
-        pixels = batch["pixel_values"].to(device, non_blocking=True)
-        if isinstance(model, VideoChat2Alignment):
-            vision_embeds, tokens = model.encode_vision(pixels)
-        else:
-            vision_embeds = model.encode_frames(pixels)
-            ids, mask = (t.expand(len(pixels), -1) for t in instruction) if instruction else (None, None)
-            tokens = model.visual_tokens(vision_embeds, ids, mask)
-        vit.append(vision_embeds.mean(1).float().cpu())
-        visual.append(tokens.mean(1).float().cpu())
+    with Progress(len(loader.dataset), "clips") as progress:
+        for batch in loader:
+            if any(batch["errors"]):
+                raise RuntimeError(f"unreadable clips: {[e for e in batch['errors'] if e]}")
+            pixels = batch["pixel_values"].to(device, non_blocking=True)
+            if isinstance(model, VideoChat2Alignment):
+                vision_embeds, tokens = model.encode_vision(pixels)
+            else:
+                vision_embeds = model.encode_frames(pixels)
+                ids, mask = (t.expand(len(pixels), -1) for t in instruction) if instruction else (None, None)
+                tokens = model.visual_tokens(vision_embeds, ids, mask)
+            vit.append(vision_embeds.mean(1).float().cpu())
+            visual.append(tokens.mean(1).float().cpu())
+            progress.update(len(batch["errors"]))
     return {"vit": torch.cat(vit), "visual_tokens": torch.cat(visual)}
 
 

@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 from videochat2.data.formats import MediaRecord
 from videochat2.data.transforms import FrameTransform
 from videochat2.data.video import FrameSampling, read_media
+from videochat2.eval.progress import Progress
 from videochat2.eval.retrieval.metrics import PairScorer, rerank_top_k, retrieval_metrics
 from videochat2.models.alignment import VideoChat2Alignment
 
@@ -70,11 +71,13 @@ def encode_videos(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(vision tokens [V, N, C] for the matching head, normalised query features [V, Q, E]), on `device`."""
     tokens, features = [], []
-    for pixel_values in loader:
-        pixel_values = pixel_values.to(device, non_blocking=True)
-        embeds, query_embeds = model.encode_vision(pixel_values)
-        tokens.append(embeds)
-        features.append(torch.nn.functional.normalize(model.vision_proj(query_embeds), dim=-1))
+    with Progress(len(loader.dataset), "videos") as progress:
+        for pixel_values in loader:
+            pixel_values = pixel_values.to(device, non_blocking=True)
+            embeds, query_embeds = model.encode_vision(pixel_values)
+            tokens.append(embeds)
+            features.append(torch.nn.functional.normalize(model.vision_proj(query_embeds), dim=-1))
+            progress.update(len(pixel_values))
     return torch.cat(tokens), torch.cat(features)
 
 
