@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 
 import pytest
 import torch
@@ -140,3 +141,27 @@ def test_batches_are_homogeneous_and_ranks_agree_on_the_type_order():
     assert sorted(i for batch in plans[0] + plans[1] for i in batch) == list(range(64))
     ranks[0].set_epoch(1)
     assert list(ranks[0]) != plans[0]
+
+
+def test_default_reader_falls_back_to_pyav_without_decord(ramp_video, monkeypatch, caplog):
+    """Where decord has no wheels (Linux aarch64, macOS arm64) the default reader still reads every video."""
+    from videochat2.data import video
+
+    with_decord = read_media(ramp_video, "video", FrameSampling(4, "middle"))
+    monkeypatch.setitem(sys.modules, "decord", None)  # `import decord` now raises ImportError
+    video.decord_available.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger=video.__name__):
+            without = read_media(ramp_video, "video", FrameSampling(4, "middle"))
+            read_media(ramp_video, "video", FrameSampling(4, "middle"))
+        broken = ramp_video.with_name("broken.mp4")
+        broken.write_bytes(ramp_video.read_bytes()[:200])
+        with pytest.raises(MediaReadError, match="PyAV failed"):
+            read_media(broken, "video", FrameSampling(4, "middle"))
+    finally:
+        video.decord_available.cache_clear()
+    assert without.shape == with_decord.shape == (4, 32, 32, 3)
+    assert frame_values(without) == frame_values(with_decord)
+    assert [r.message for r in caplog.records].count(
+        "decord is not installed: videos are read with PyAV (the same frames)"
+    ) == 1

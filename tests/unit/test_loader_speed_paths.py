@@ -7,7 +7,6 @@ import random
 from pathlib import Path
 
 import av
-import decord
 import numpy as np
 import pytest
 import torch
@@ -42,6 +41,7 @@ def bframe_clip(tmp_path_factory) -> Path:
 
 
 def test_clip_has_b_frames_and_the_keyframe_interval(bframe_clip):
+    decord = pytest.importorskip("decord", reason="decord has no wheels for this platform")
     reader = decord.VideoReader(str(bframe_clip), num_threads=1)
     assert list(reader.get_key_indices()) == list(range(0, 90, GOP))
     with av.open(str(bframe_clip)) as container:
@@ -52,6 +52,8 @@ def test_clip_has_b_frames_and_the_keyframe_interval(bframe_clip):
 @pytest.mark.parametrize("sample", ["rand", "middle", "mvbench", "fps2", "rand_keyframe"])
 @pytest.mark.parametrize("bound", [None, (0.7, 3.9)])
 def test_av_reader_gives_decords_pixels(bframe_clip, sample, bound):
+    # Without decord the decord reader is PyAV itself: nothing to compare.
+    pytest.importorskip("decord", reason="decord has no wheels for this platform")
     for num_frames, seed in [(4, 0), (8, 1), (16, 2), (8, 3)]:
         sampling = FrameSampling(num_frames, sample)
         ours = read_video(bframe_clip, sampling, random.Random(seed), bound, backend="av")

@@ -10,7 +10,6 @@ from collections import Counter
 from pathlib import Path
 
 import av
-import decord
 import numpy as np
 import pytest
 from PIL import Image
@@ -63,6 +62,7 @@ def test_layout_and_manifest(root):
 
 
 def test_every_video_decodes_to_its_recorded_frames(root, events):
+    decord = pytest.importorskip("decord", reason="decord has no wheels for this platform")
     videos = [e for e in events.values() if e["path"].endswith(".mp4")]
     assert len(videos) == 40 + 10 + 30 * (len(TASKS) - 1)
     for ann in videos:
@@ -87,8 +87,8 @@ def test_decoded_pixels_match_the_ground_truth(root, events):
         if spec.media_type == "frame":
             decoded = np.stack([np.asarray(Image.open(p)) for p in sorted((root / path).iterdir())]).astype(int)
         else:
-            reader = decord.VideoReader(str(root / path), num_threads=1)
-            decoded = reader.get_batch(list(range(clip.num_frames))).asnumpy().astype(int)
+            with av.open(str(root / path)) as container:
+                decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(int)
         assert np.abs(decoded - expected).mean() < 6, task
 
 

@@ -1,7 +1,8 @@
 """Media readers: a file -> uint8 frames [T, H, W, 3] at sampled indices.
 
 Indices are chosen first and only those frames are decoded. decord is the default (one thread per
-reader, opened inside the worker, since readers shared across processes deadlock). The PyAV reader
+reader, opened inside the worker, since readers shared across processes deadlock); where it is not
+installed (it has wheels for Linux x86_64 and Windows AMD64 only) the PyAV reader reads instead. The PyAV reader
 returns the same pixels faster: it decodes each group of targets from its keyframe and skips the
 non-reference frames no target depends on (see `_decode_sparse`). Frame folders (`00001.jpg`, ...) and
 GIFs are read with PIL. Every failure is a `MediaReadError` naming the file, so the data pipeline can count
@@ -12,6 +13,8 @@ Video files, gifs and images may also be given as binary file objects (media rea
 from __future__ import annotations
 
 import bisect
+import functools
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,8 @@ from videochat2.data.frame_indices import (
     parse_sample,
     segment_indices,
 )
+
+logger = logging.getLogger(__name__)
 
 FRAME_FOLDER_FPS = 3.0
 GIF_FPS = 25.0
@@ -100,13 +105,28 @@ def read_video(
     backend: str = "decord",
     times: list[float] | None = None,
 ) -> torch.Tensor:
-    """Decode the sampled frames of a video file with decord or PyAV (their times appended to `times`)."""
+    """Decode the sampled frames of a video file with decord or PyAV (their times appended to `times`).
+
+    `decord` falls back to PyAV where decord is not installed: both give the same pixels, so a corpus
+    configured for decord still reads on machines decord has no wheels for.
+    """
     path = _existing(path)
-    if backend == "decord":
+    if backend == "decord" and decord_available():
         return _read_decord(path, sampling, rng, bound, times)
-    if backend == "av":
+    if backend in ("decord", "av"):
         return _read_av(path, sampling, rng, bound, times)
     raise ValueError(f"video backend must be 'decord' or 'av', got {backend!r}")
+
+
+@functools.cache
+def decord_available() -> bool:
+    """Whether decord imports; logged once per process when it does not, since PyAV then reads its videos."""
+    try:
+        import decord  # noqa: F401
+    except ImportError:
+        logger.warning("decord is not installed: videos are read with PyAV (the same frames)")
+        return False
+    return True
 
 
 def _existing(path: Media) -> Path | BinaryIO:
