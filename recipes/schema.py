@@ -59,11 +59,22 @@ def run_id(run_dir: str, output_root: str) -> str:
     return relative.replace(os.sep, "-")
 
 
+def gpus_per_node(accelerator: str, devices: Any) -> Any:
+    """The GPUs a SLURM node must hold for the trainer preset: none on a CPU, else one per device.
+
+    Derived so that `trainer=ddp_cpu` submits to CPU nodes as it is: asking CPU nodes for GPUs would leave the
+    job pending. `auto` counts as a GPU, as Lightning picks one when the node has it.
+    """
+    return None if accelerator == "cpu" else devices
+
+
 def register() -> None:
     """Store the schemas as `schema/<component>` (conf/model/default.yaml puts them under `model.*`), and the
     resolvers the configs use."""
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", run_id)
+    if not OmegaConf.has_resolver("gpus_per_node"):
+        OmegaConf.register_new_resolver("gpus_per_node", gpus_per_node)
     store = ConfigStore.instance()
     for name, cls in COMPONENTS.items():
         store.store(group="schema", name=name, node=overrides_schema(cls))

@@ -51,7 +51,6 @@ def launch(dirs: dict[str, Path], run: str, name: str) -> subprocess.Popen:
         "trainer.limit_train_batches=1",
         "trainer.limit_val_batches=0",
         "callbacks.model_checkpoint.every_n_train_steps=2",
-        "hydra.launcher.gpus_per_node=null",
         "hydra.launcher.cpus_per_task=1",
         "hydra.launcher.timeout_min=30",
         f"hydra.launcher.name={name}",

@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from recipes.cli import quote_stage_overrides
@@ -142,6 +143,24 @@ def test_slurm_command_line_composes():
     launcher = cfg.hydra.launcher
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (4, 8, 8)
     assert cfg.trainer.strategy._target_.endswith("DDPStrategy")
+
+
+@pytest.mark.parametrize(("trainer", "gpus"), [("ddp", 8), ("fsdp", 8), ("gpu", 8), ("ddp_cpu", None), ("cpu", None)])
+def test_slurm_requests_gpus_only_for_gpu_trainer_presets(trainer, gpus):
+    """A CPU preset submits to CPU nodes as it is: asking them for GPUs would leave the job pending forever."""
+    cfg = compose_train(["hydra/launcher=slurm", f"trainer={trainer}", "trainer.devices=8", "trainer.num_nodes=2"])
+    launcher = cfg.hydra.launcher
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 8, gpus)
+    assert instantiate(launcher).params["gpus_per_node"] == gpus  # what submitit is handed
+
+
+def test_slurm_gpus_follow_an_overridden_accelerator_and_an_explicit_count_wins():
+    cfg = compose_train(["hydra/launcher=slurm", "trainer=ddp", "trainer.accelerator=cpu"])
+    assert cfg.hydra.launcher.gpus_per_node is None
+    cfg = compose_train(["hydra/launcher=slurm", "trainer=ddp_cpu", "trainer.accelerator=auto"])
+    assert cfg.hydra.launcher.gpus_per_node == 2
+    cfg = compose_train(["hydra/launcher=slurm", "trainer=ddp_cpu", "hydra.launcher.gpus_per_node=1"])
+    assert cfg.hydra.launcher.gpus_per_node == 1
 
 
 def test_component_presets_come_from_python_and_fields_override_them():
