@@ -6,6 +6,7 @@ import json
 import os
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -61,6 +62,12 @@ class RunSummary(Callback):
             # The list restarts with the run: a resumed run rewrites what its checkpoint knew of.
             self.skipped_path.write_text("".join(f"{line}\n" for line in self.skipped))
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # A run trained further (a raised trainer.max_steps) is unfinished until this fit ends: an earlier
+        # fit's summary left in place would call it finished if this one is interrupted.
+        if trainer.global_rank == 0:
+            self.path.unlink(missing_ok=True)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.samples += int(batch["pixel_values"].shape[0])
         new = batch.get("skipped", [])
@@ -94,6 +101,8 @@ class RunSummary(Callback):
             "finished": True,
             "stage": getattr(pl_module, "stage", None),
             "steps": trainer.global_step,
+            # What it was trained towards: the same command with a higher trainer.max_steps trains it further.
+            "max_steps": trainer.max_steps,
             "wall_time_s": round(wall, 2),
             "samples": self.samples,
             "samples_per_s": round(self.samples / wall, 2) if wall > 0 else 0.0,
@@ -106,3 +115,19 @@ class RunSummary(Callback):
         partial = self.path.with_name(f".{self.path.name}.partial")
         partial.write_text(json.dumps(summary, indent=2))
         os.replace(partial, self.path)
+
+
+class RunRecords(Callback):
+    """Calls `write` (rank 0) once set-up has succeeded: data found, model built, any checkpoint restored.
+
+    The run's config.yaml is written then, not before: a directory holding a config is a run that started,
+    and a start that failed (a missing checkpoint, a bad data root) must not tie its directory to the
+    mistaken settings, so the corrected command starts there cleanly.
+    """
+
+    def __init__(self, write: Callable[[], None]) -> None:
+        self.write = write
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.global_rank == 0:
+            self.write()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from lightning_modules.callbacks import RunRecords
 from lightning_modules.checkpoint_io import AtomicCheckpointIO
 from videochat2.checkpoints import CheckpointError, read_checkpoint
 from videochat2.device import prepare_backend
@@ -32,7 +34,17 @@ LOWER_BOUNDS = (
     ("trainer.max_steps", 1, "optimizer steps"),
 )
 # Files a fresh start replaces; left from an earlier attempt they would mix two runs.
-RUN_RECORDS = ("metrics.csv", "summary.json", "skipped_media.txt", "curves.png")
+RUN_RECORDS = (
+    "config.yaml",
+    "model_spec.json",
+    "load_report.json",
+    "metrics.csv",
+    "summary.json",
+    "skipped_media.txt",
+    "curves.png",
+)
+# The one setting an existing run may change beyond the VOLATILE ones: raised, it trains the run further.
+GROWABLE = "trainer.max_steps"
 
 # Settings that do not change what a run computes, so a re-run may differ in them (a key or a group prefix).
 VOLATILE = (
@@ -130,16 +142,45 @@ def _flatten(node, prefix: str = "") -> dict:
     return {k: v for key, child in node.items() for k, v in _flatten(child, f"{prefix}{key}.").items()}
 
 
-def check_same_run(stage_dir: StageDir, cfg: DictConfig) -> None:
-    """Refuse to resume or skip a run directory that holds a different run (e.g. another sweep's job)."""
-    if not stage_dir.config.exists():
+def at_max_steps(raw: DictConfig, max_steps: int) -> DictConfig:
+    """The resolved config `raw` gives with another trainer.max_steps (settings interpolated from it follow)."""
+    probe = copy.deepcopy(raw)
+    probe.trainer.max_steps = max_steps
+    OmegaConf.resolve(probe)
+    settle_global_batch(probe)
+    return probe
+
+
+def check_same_run(stage_dir: StageDir, cfg: DictConfig, raw: DictConfig | None = None) -> None:
+    """Refuse to resume or skip a run directory that holds a different run (e.g. another sweep's job).
+
+    Only a directory with something to resume or skip is guarded: one whose start failed, or that stopped
+    before its first checkpoint, is started over by the fresh run anyway. `trainer.max_steps` may grow
+    (the run is trained further; `raw`, the unresolved config, says which settings follow it), never shrink.
+    """
+    if not stage_dir.config.exists() or not (stage_dir.is_trained() or stage_dir.finished_summary()):
         return
-    difference = config_difference(OmegaConf.load(stage_dir.config), cfg)
+    saved = OmegaConf.load(stage_dir.config)
+    trained_to = OmegaConf.select(saved, GROWABLE)
+    wanted = OmegaConf.select(cfg, GROWABLE)
+    if trained_to is not None and wanted < trained_to:
+        raise ValueError(
+            f"{GROWABLE}={wanted}: {stage_dir.path} holds a run trained towards {trained_to} steps, and an "
+            f"existing run may only be trained further; use another run_name, or ckpt_path=null to start over there"
+        )
+    same = cfg if trained_to in (None, wanted) or raw is None else at_max_steps(raw, trained_to)
+    difference = config_difference(saved, same)
     if difference is not None:
         raise ValueError(
             f"{stage_dir.path} holds a run with another configuration ({difference}); "
             "use another run_name, or ckpt_path=null to start over there"
         )
+
+
+def trained_further(done: dict, cfg: DictConfig) -> bool:
+    """Whether a finished run is asked for more steps than it was trained towards."""
+    trained_to = done.get("max_steps", done.get("steps"))
+    return trained_to is not None and int(cfg.trainer.max_steps) > trained_to
 
 
 def send_config_to_trackers(trainer: L.Trainer, cfg: DictConfig) -> None:
@@ -192,19 +233,24 @@ def settle_global_batch(cfg: DictConfig) -> str:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train one stage; returns the final metrics (for sweepers)."""
+    raw = copy.deepcopy(cfg)  # with its interpolations, for comparing a longer run with its saved config
     OmegaConf.resolve(cfg)
     validate(cfg)
     # Before the same-run check: the accumulation it settles is part of the saved config.
     print(settle_global_batch(cfg), flush=True)
     stage_dir = stage_dir_of(cfg)
     if cfg.ckpt_path == "auto":
-        check_same_run(stage_dir, cfg)
+        check_same_run(stage_dir, cfg, raw)
         done = stage_dir.finished_summary()
-        if done is not None:
+        if done is not None and not trained_further(done, cfg):
             log.info(
                 "stage %s of run '%s' already finished in %s; nothing to do", cfg.stage, cfg.run_name, stage_dir.path
             )
             return done["metrics"]
+        if done is not None:
+            log.info(
+                "training %s further: from step %s to %s", stage_dir.path, done.get("steps"), cfg.trainer.max_steps
+            )
     # Rank 0 holds the lock (the other ranks of a DDP run are its children or its peers on other nodes).
     lock = RunLock(stage_dir.path)
     if rank_zero_only.rank == 0:
@@ -213,6 +259,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         return fit(cfg, stage_dir)
     finally:
         lock.release()
+
+
+def write_run_records(cfg: DictConfig, stage_dir: StageDir, module, init_from: list[Path]) -> None:
+    """config.yaml, model_spec.json and load_report.json: written once set-up succeeded (see RunRecords)."""
+    stage_dir.path.mkdir(parents=True, exist_ok=True)
+    stage_dir.config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    stage_dir.write_spec(module.spec, init_from)
+    if module.load_report is not None:
+        module.load_report.write(stage_dir.load_report)
 
 
 def fit(cfg: DictConfig, stage_dir: StageDir) -> dict[str, float]:
@@ -233,23 +288,18 @@ def fit(cfg: DictConfig, stage_dir: StageDir) -> dict[str, float]:
         scheduler=instantiate(cfg.scheduler),
         init_from=[str(p) for p in init_from],
     )
+    records = RunRecords(lambda: write_run_records(cfg, stage_dir, module, init_from))
     trainer = instantiate(
         cfg.trainer,
-        callbacks=[instantiate(c) for c in cfg.callbacks.values()],
+        callbacks=[*(instantiate(c) for c in cfg.callbacks.values()), records],
         logger=[instantiate(c) for c in cfg.logger.values()] or False,
         plugins=[AtomicCheckpointIO()],
     )
     if trainer.strategy.root_device.type == "cuda":
         prepare_backend(trainer.strategy.root_device)
     send_config_to_trackers(trainer, cfg)
-    if trainer.global_rank == 0:
-        if ckpt_path is None:
-            clear_for_fresh_start(stage_dir)
-        stage_dir.path.mkdir(parents=True, exist_ok=True)
-        stage_dir.config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        stage_dir.write_spec(module.spec, init_from)
-        if module.load_report is not None:
-            module.load_report.write(stage_dir.load_report)
+    if trainer.global_rank == 0 and ckpt_path is None:
+        clear_for_fresh_start(stage_dir)
     # weights_only explicit: Lightning's default (None) defers to torch's, which was unsafe before torch 2.6.
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not trust)
     if trainer.global_rank == 0 and stage_dir.metrics.is_file():

@@ -177,3 +177,40 @@ def test_short_stage1_run_lowers_the_loss(dirs):
     values = losses(dirs["out"] / "learn" / "stage1")
     tenth = max(1, len(values) // 5)
     assert sum(values[-tenth:]) / tenth < 0.8 * sum(values[:tenth]) / tenth, values
+
+
+def test_raising_max_steps_trains_a_finished_run_further(dirs):
+    """`python train.py trainer.max_steps=<more>` on a finished run continues from its last checkpoint."""
+    from omegaconf import OmegaConf
+
+    run_dir = dirs["out"] / "longer" / "stage1"
+    train(*train_overrides(dirs, run="longer", steps=3))
+    first_rows = (run_dir / "metrics.csv").read_text().splitlines()[1:]
+    result = train(*train_overrides(dirs, run="longer", steps=6))
+    assert f"training {run_dir} further: from step 3 to 6" in result.stdout + result.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["finished"] and (summary["steps"], summary["max_steps"]) == (6, 6)
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+    assert len(losses(run_dir)) == 6  # steps 0-2 once, then 3-5: the count continues, nothing is retrained
+    assert (run_dir / "metrics.csv").read_text().splitlines()[1 : 1 + len(first_rows)] == first_rows
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    assert saved.trainer.max_steps == 6 and saved.trainer.val_check_interval == 6
+
+    again = train(*train_overrides(dirs, run="longer", steps=6))
+    assert "already finished" in again.stdout + again.stderr
+    shorter = train(*train_overrides(dirs, run="longer", steps=4), check=False)
+    assert shorter.returncode != 0
+    assert f"train.py: error: trainer.max_steps=4: {run_dir} holds a run trained towards 6 steps" in shorter.stderr
+
+
+def test_a_start_that_fails_in_set_up_leaves_no_config_and_the_corrected_command_runs(dirs, tmp_path):
+    """A malformed annotation file stops set-up inside fit; the run directory must not keep that config."""
+    bad = tmp_path / "pretrain_video.json"
+    bad.write_text("[{not json")
+    run_dir = dirs["out"] / "bad_start" / "stage1"
+    args = train_overrides(dirs, run="bad_start", steps=2)
+    failed = train(*args, f"data.corpora.caption.0.annotation={bad}", check=False)
+    assert failed.returncode != 0 and "is not valid JSON" in failed.stderr
+    assert not (run_dir / "config.yaml").exists() and not (run_dir / "checkpoints").exists()
+    train(*args)
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 2

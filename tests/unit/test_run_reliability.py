@@ -6,6 +6,7 @@ logger and checkpoint IO, so each fit takes a fraction of a second.
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 import signal
@@ -20,11 +21,21 @@ import tomllib
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.demos.boring_classes import BoringModel
+from omegaconf import OmegaConf, open_dict
 
+from lightning_modules.callbacks import RunRecords
 from lightning_modules.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
 from lightning_modules.loggers import ResumingCSVLogger
 from lightning_modules.preemption import PreemptionCheckpoint
-from recipes.train import check_resumable, clear_for_fresh_start, stage_dir_of, train, validate
+from recipes.train import (
+    check_resumable,
+    check_same_run,
+    clear_for_fresh_start,
+    stage_dir_of,
+    train,
+    trained_further,
+    validate,
+)
 from tests.unit.test_configs import compose_train
 from videochat2.checkpoints import CheckpointError
 from videochat2.run_lock import RunLock, RunLockedError
@@ -244,9 +255,12 @@ def test_a_fresh_start_clears_what_an_earlier_attempt_left(tmp_path):
     (stage_dir.checkpoint_dir).mkdir(parents=True)
     for name in ("checkpoints/last.ckpt", "checkpoints/step000100.ckpt", "metrics.csv", "summary.json"):
         (stage_dir.path / name).write_text("old")
-    (stage_dir.path / "config.yaml").write_text("kept: true\n")
+    (stage_dir.path / "config.yaml").write_text("old: true\n")
+    (stage_dir.path / "skipped_media.txt").write_text("")
+    (stage_dir.path / ".run.lock").write_text("this process\n")
     clear_for_fresh_start(stage_dir)
-    assert sorted(p.name for p in stage_dir.path.iterdir()) == ["config.yaml"]
+    # The config goes too: until this run's set-up succeeds, nothing there describes a run.
+    assert sorted(p.name for p in stage_dir.path.iterdir()) == [".run.lock"]
 
 
 @pytest.mark.parametrize(
@@ -297,3 +311,88 @@ def test_a_summary_cut_by_a_kill_counts_as_unfinished(tmp_path):
     assert stage_dir.finished_summary() is None
     stage_dir.summary.write_text('{"finished": true, "metrics": {}}')
     assert stage_dir.finished_summary() == {"finished": True, "metrics": {}}
+
+
+class FailingSetUp(L.LightningDataModule):
+    """Set-up that fails as a bad data root or a malformed annotation file does: inside `fit`."""
+
+    def setup(self, stage: str) -> None:
+        raise FileNotFoundError("no annotations under /data/missing")
+
+
+def test_run_records_are_written_only_once_set_up_succeeded(tmp_path):
+    calls = []
+    record = RunRecords(lambda: calls.append(trainer.global_step))
+    trainer = L.Trainer(
+        default_root_dir=tmp_path, max_steps=2, callbacks=[record], logger=False, enable_progress_bar=False
+    )
+    with pytest.raises(FileNotFoundError):
+        trainer.fit(BoringModel(), datamodule=FailingSetUp())
+    assert calls == []
+    trainer = L.Trainer(
+        default_root_dir=tmp_path, max_steps=2, callbacks=[record], logger=False, enable_progress_bar=False
+    )
+    trainer.fit(BoringModel())
+    assert calls == [0]  # once, before the first step
+
+
+def task_config(overrides: list[str]):
+    """The config train.py's task function gets: composed, without Hydra's own node."""
+    cfg = compose_train(overrides)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def finished_stage(tmp_path: Path, *overrides: str, steps: int = 150):
+    """A stage-1 directory as a finished run leaves it: resolved config.yaml, last.ckpt, summary.json."""
+    run = [f"paths.output_root={tmp_path}", "run_name=r", f"paths.run_dir={tmp_path}/r/stage1"]
+    cfg = task_config([*run, f"trainer.max_steps={steps}", *overrides])
+    stage_dir = stage_dir_of(cfg)
+    stage_dir.checkpoint_dir.mkdir(parents=True)
+    stage_dir.last_checkpoint.write_text("weights")
+    stage_dir.config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    stage_dir.summary.write_text(f'{{"finished": true, "steps": {steps}, "max_steps": {steps}, "metrics": {{}}}}')
+    return run, stage_dir
+
+
+def check(run: list[str], stage_dir, *overrides: str) -> None:
+    raw = task_config([*run, *overrides])
+    cfg = copy.deepcopy(raw)
+    OmegaConf.resolve(cfg)
+    check_same_run(stage_dir, cfg, raw)
+
+
+def test_a_finished_run_may_be_trained_further_but_not_shorter(tmp_path):
+    run, stage_dir = finished_stage(tmp_path)
+    check(run, stage_dir, "trainer.max_steps=150")
+    # Stage 1 validates at ${trainer.max_steps}: what follows the raised limit is not another configuration.
+    check(run, stage_dir, "trainer.max_steps=400")
+    with pytest.raises(ValueError, match=r"\(trainer.val_check_interval: 150 there, 100 now\)"):
+        check(run, stage_dir, "trainer.max_steps=400", "trainer.val_check_interval=100")
+    with pytest.raises(ValueError, match=r"\(optimizer.lr: "):
+        check(run, stage_dir, "trainer.max_steps=400", "optimizer.lr=1")
+    with pytest.raises(ValueError) as shorter:
+        check(run, stage_dir, "trainer.max_steps=100")
+    message = str(shorter.value)
+    assert message.startswith("trainer.max_steps=100: ") and "trained towards 150 steps" in message
+    assert "\n" not in message
+
+
+def test_a_directory_with_nothing_to_resume_does_not_hold_its_config_against_a_new_start(tmp_path):
+    """A start that stopped before its first checkpoint is started over anyway, so it refuses nothing."""
+    run, stage_dir = finished_stage(tmp_path)
+    with pytest.raises(ValueError, match="another configuration"):
+        check(run, stage_dir, "optimizer.lr=1")
+    stage_dir.last_checkpoint.unlink()
+    stage_dir.summary.unlink()
+    check(run, stage_dir, "optimizer.lr=1")
+
+
+def test_a_finished_run_is_trained_further_only_when_asked_for_more_steps():
+    cfg = compose_train(["trainer.max_steps=300"])
+    assert trained_further({"finished": True, "steps": 150, "max_steps": 150}, cfg)
+    assert not trained_further({"finished": True, "steps": 300, "max_steps": 300}, cfg)
+    # Stopped by its epochs before its max_steps: the same command is still finished.
+    assert not trained_further({"finished": True, "steps": 120, "max_steps": 300}, cfg)
+    assert trained_further({"finished": True, "steps": 150}, cfg)  # a summary from before max_steps was recorded
