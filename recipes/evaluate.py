@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from recipes import preflight
 from recipes.train import model_spec
 from videochat2.builder import LoadedModel
 from videochat2.data.formats import DEFAULT_FORMAT, load_records
@@ -299,6 +300,8 @@ def evaluate(cfg: DictConfig) -> dict:
         raise ValueError(f"benchmark.kind must be one of {sorted(kinds)}, got {cfg.benchmark.kind!r}")
     if launched_world_size() > 1 and cfg.benchmark.kind != "mvbench":
         raise SystemExit(f"eval.py: {cfg.benchmark.kind} runs in one process; start it without torchrun")
+    # Before the model loads: every missing input at once.
+    preflight.check(preflight.evaluation_missing(cfg, lambda stage: model_spec(cfg, stage)))
     init_from_launcher(placement.device)
     try:
         return kinds[cfg.benchmark.kind](cfg)

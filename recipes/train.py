@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lightning_modules.callbacks import RunRecords
 from lightning_modules.checkpoint_io import AtomicCheckpointIO
+from recipes import preflight
 from videochat2.checkpoints import CheckpointError, read_checkpoint
 from videochat2.device import prepare_backend
 from videochat2.plots import plot_training_curves
@@ -251,6 +252,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             log.info(
                 "training %s further: from step %s to %s", stage_dir.path, done.get("steps"), cfg.trainer.max_steps
             )
+    # Before any model or data is built, and before the run directory is touched: everything missing at once.
+    preflight.check(preflight.training_missing(cfg, stage_dir, model_spec(cfg)))
     # Rank 0 holds the lock (the other ranks of a DDP run are its children or its peers on other nodes).
     lock = RunLock(stage_dir.path)
     if rank_zero_only.rank == 0:
