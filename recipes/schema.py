@@ -24,6 +24,35 @@ from videochat2.models.qformer import QFormerConfig
 from videochat2.models.vision import VisionConfig
 
 COMPONENTS = {"vision_encoder": VisionConfig, "qformer": QFormerConfig, "llm": LLMConfig, "alignment": AlignmentConfig}
+# `data.*`: every key a data preset may set, by type. The nested sections (corpora, the synthetic world, streaming,
+# the embedded LLM) are left untyped here; their readers check them and name the entry (datamodules.common).
+DATA_FIELDS = {
+    "root": str,
+    "task": str,
+    "corpora": Any,
+    "synthetic": Any,
+    "streaming": Any,
+    "embedded_llm": Any,
+    "num_frames": int,
+    "image_size": int,
+    "sample": str,
+    "sample_test": str,
+    "hflip": bool,
+    "crop_scale": list[float],
+    "normalization": str,
+    "max_txt_len": int,
+    "qformer_max_txt_len": int,
+    "shuffle_options": bool,
+    "batch_size": int,
+    "num_workers": int,
+    "read_timeout_s": float,
+    "max_skip_fraction": float,
+    "caption_prompts": str,
+    "caption_padding_side": str,
+    "caption_mask_pad_id": bool,
+    "qformer_padding_side": str,
+    "time_message": bool,
+}
 
 
 def node_type(hint: Any) -> Any:
@@ -50,6 +79,12 @@ def overrides_schema(cls: type) -> type:
     return dataclasses.make_dataclass(f"{cls.__name__}Node", fields)
 
 
+def typed_node(name: str, types: dict[str, Any]) -> type:
+    """A dataclass with one optional field per key, null unless a config sets it."""
+    fields = [(key, Optional[hint], dataclasses.field(default=None)) for key, hint in types.items()]  # noqa: UP045
+    return dataclasses.make_dataclass(name, fields)
+
+
 def run_id(run_dir: str, output_root: str) -> str:
     """A tracker's id for a run directory: `default-stage3-1` for `outputs/default/stage3/1`.
 
@@ -69,8 +104,8 @@ def gpus_per_node(accelerator: str, devices: Any) -> Any:
 
 
 def register() -> None:
-    """Store the schemas as `schema/<component>` (conf/model/default.yaml puts them under `model.*`), and the
-    resolvers the configs use."""
+    """Store the schemas as `schema/<component>` (conf/model/default.yaml puts them under `model.*`) and
+    `schema/data` (each conf/data preset starts from it), and the resolvers the configs use."""
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", run_id)
     if not OmegaConf.has_resolver("gpus_per_node"):
@@ -78,3 +113,4 @@ def register() -> None:
     store = ConfigStore.instance()
     for name, cls in COMPONENTS.items():
         store.store(group="schema", name=name, node=overrides_schema(cls))
+    store.store(group="schema", name="data", node=typed_node("DataNode", DATA_FIELDS))

@@ -211,3 +211,29 @@ def test_every_command_the_docs_show_composes(script):
         jobs = sweep_jobs([a for a in args if a != "-m"]) if "-m" in args else [args]
         for job in jobs:
             compose_train(job, config_name=script.removesuffix(".py"))
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("data.num_frames=abc", "full_key: data.num_frames"),
+        ("data.batch_size=1.5", "full_key: data.batch_size"),
+        ("data.hflip=maybe", "full_key: data.hflip"),
+        ("data.read_timeout_s=soon", "full_key: data.read_timeout_s"),
+    ],
+)
+@pytest.mark.parametrize("config_name", ["train", "eval"])
+def test_a_data_value_of_the_wrong_type_fails_at_composition_naming_the_key(override, key, config_name):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as failed:
+        compose_train([override], config_name=config_name)
+    assert key in str(failed.value.__cause__)
+
+
+def test_typed_data_keys_keep_their_values_and_types():
+    cfg = compose_train(["data.num_frames=6", "data.read_timeout_s=null"])
+    assert (cfg.data.num_frames, cfg.data.read_timeout_s, cfg.data.crop_scale) == (6, None, [0.8, 1.0])
+    assert isinstance(cfg.data.max_skip_fraction, float) and cfg.data.corpora.caption[0].name == "synthetic_video"
+    paper = compose_train(["experiment=videochat2_vicuna7b_stage3"])
+    assert paper.data.synthetic is None and paper.data.num_frames == 8
