@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -32,7 +33,7 @@ LOWER_BOUNDS = (
     ("data.image_size", 1, "pixels per side"),
     ("data.batch_size", 1, "samples per batch"),
     ("optimizer.lr", 0, "the learning rate"),
-    ("trainer.max_steps", 1, "optimizer steps"),
+    ("trainer.max_steps", 1, "optimizer steps; -1 only with trainer.max_epochs set"),
 )
 # Files a fresh start replaces; left from an earlier attempt they would mix two runs.
 RUN_RECORDS = (
@@ -73,8 +74,19 @@ def validate(cfg: DictConfig) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{key}={value!r}: expected a number ({meaning})")
-        if value < lowest:
+        if value < lowest and not epochs_decide(cfg, key, value):
             raise ValueError(f"{key}={value}: must be at least {lowest} ({meaning})")
+
+
+def epochs_decide(cfg: DictConfig, key: str, value) -> bool:
+    """`trainer.max_steps=-1` with a positive `trainer.max_epochs`: Lightning's 'no step limit' (the paper recipes)."""
+    epochs = OmegaConf.select(cfg, "trainer.max_epochs")
+    return key == "trainer.max_steps" and value == -1 and isinstance(epochs, int) and epochs > 0
+
+
+def step_limit(max_steps: int | None) -> float:
+    """`trainer.max_steps` as a number of steps to compare: -1 (the epochs decide) is no limit."""
+    return math.inf if max_steps is None or max_steps < 0 else max_steps
 
 
 def stage_dir_of(cfg: DictConfig) -> StageDir:
@@ -164,7 +176,7 @@ def check_same_run(stage_dir: StageDir, cfg: DictConfig, raw: DictConfig | None 
     saved = OmegaConf.load(stage_dir.config)
     trained_to = OmegaConf.select(saved, GROWABLE)
     wanted = OmegaConf.select(cfg, GROWABLE)
-    if trained_to is not None and wanted < trained_to:
+    if trained_to is not None and step_limit(wanted) < step_limit(trained_to):
         raise ValueError(
             f"{GROWABLE}={wanted}: {stage_dir.path} holds a run trained towards {trained_to} steps, and an "
             f"existing run may only be trained further; use another run_name, or ckpt_path=null to start over there"
@@ -181,7 +193,7 @@ def check_same_run(stage_dir: StageDir, cfg: DictConfig, raw: DictConfig | None 
 def trained_further(done: dict, cfg: DictConfig) -> bool:
     """Whether a finished run is asked for more steps than it was trained towards."""
     trained_to = done.get("max_steps", done.get("steps"))
-    return trained_to is not None and int(cfg.trainer.max_steps) > trained_to
+    return trained_to is not None and step_limit(cfg.trainer.max_steps) > step_limit(trained_to)
 
 
 def send_config_to_trackers(trainer: L.Trainer, cfg: DictConfig) -> None:

@@ -396,3 +396,15 @@ def test_a_finished_run_is_trained_further_only_when_asked_for_more_steps():
     # Stopped by its epochs before its max_steps: the same command is still finished.
     assert not trained_further({"finished": True, "steps": 120, "max_steps": 300}, cfg)
     assert trained_further({"finished": True, "steps": 150}, cfg)  # a summary from before max_steps was recorded
+
+
+def test_the_paper_recipes_train_by_epochs_with_max_steps_minus_one():
+    """Their trainer.max_steps=-1 with max_epochs=3 is Lightning's 'no step limit'; -1 alone is still refused."""
+    paper = compose_train(["experiment=videochat2_vicuna7b_stage3", "paths.pretrained=/data/ckpt"])
+    assert (paper.trainer.max_steps, paper.trainer.max_epochs) == (-1, 3)
+    validate(paper)
+    with pytest.raises(ValueError, match=r"^trainer.max_steps=-1: must be at least 1"):
+        validate(compose_train(["trainer.max_steps=-1"]))
+    by_epochs = compose_train(["trainer.max_steps=-1"])
+    assert not trained_further({"finished": True, "steps": 900, "max_steps": -1}, by_epochs)
+    assert trained_further({"finished": True, "steps": 300, "max_steps": 300}, by_epochs)
