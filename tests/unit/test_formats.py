@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from datamodules.common import build_corpus
-from videochat2.data.formats import AnnotationError, MultipleChoice, load_records
+from videochat2.data.formats import AnnotationError, MultipleChoice, load_records, read_annotations
 
 
 def write(path: Path, records: list, jsonl: bool = False) -> Path:
@@ -166,3 +166,99 @@ def test_corpus_registry_formats_weights_and_start_up_log(tmp_path, caplog):
     assert "weight 3" in caplog.records[-1].getMessage() and "75.0% of the mix" in caplog.records[-1].getMessage()
     with pytest.raises(ValueError, match="give every corpus a weight, or none"):
         build_corpus(corpus_entries(tmp_path, (1, None)), "caption")
+
+
+OPENAI = {
+    "messages": [
+        {"role": "system", "content": "Answer in one sentence."},
+        {"role": "user", "content": "<video>What happens?"},
+        {"role": "assistant", "content": "A square moves left."},
+        {"role": "user", "content": "And then?"},
+        {"role": "assistant", "content": "It stops."},
+    ],
+    "videos": ["clips/a.mp4"],
+}
+SHAREGPT = {
+    "conversations": [{"from": "human", "value": "Name the shape in <image>."}, {"from": "gpt", "value": "A circle."}],
+    "images": ["x.jpg"],
+    "system": "Be brief.",
+}
+
+
+def test_openai_messages_become_multi_turn_qa_with_the_system_prompt(tmp_path):
+    path = write(tmp_path / "chat.jsonl", [OPENAI], jsonl=True)
+    (record,) = load_records(path, tmp_path / "media", "video", "openai", corpus="mine")
+    assert record.path == str(tmp_path / "media" / "clips" / "a.mp4") and record.media_type == "video"
+    assert record.qa == (
+        {"i": "Answer in one sentence.", "q": "What happens?", "a": "A square moves left."},
+        {"i": "", "q": "And then?", "a": "It stops."},
+    )
+
+
+def test_sharegpt_images_and_top_level_system(tmp_path):
+    (record,) = load_records(write(tmp_path / "s.json", [SHAREGPT]), tmp_path, "image", "sharegpt")
+    assert record.path == str(tmp_path / "x.jpg")
+    assert record.qa == ({"i": "Be brief.", "q": "Name the shape in .", "a": "A circle."},)
+    as_user = {
+        **SHAREGPT,
+        "conversations": [{"from": "user", "value": "<image>Shape?"}, {"from": "assistant", "value": "A"}],
+    }
+    (record,) = load_records(write(tmp_path / "u.json", [as_user]), tmp_path, "image", "sharegpt")
+    assert record.qa[0]["q"] == "Shape?"
+
+
+def test_unusable_records_are_skipped_counted_and_logged_by_reason(tmp_path, caplog):
+    def user(text: str) -> dict:
+        return {**OPENAI, "messages": [{"role": "user", "content": text}, {"role": "assistant", "content": "a"}]}
+
+    records = [
+        OPENAI,
+        {**OPENAI, "videos": ["a.mp4", "b.mp4"]},
+        user("<video> and <video>: differ?"),
+        user("no placeholder"),
+        {**OPENAI, "videos": []},
+        {**OPENAI, "images": ["i.jpg"]},
+        {**OPENAI, "messages": [*OPENAI["messages"], {"role": "tool", "content": "{}"}]},
+        {**OPENAI, "videos": ["c.mp4", "d.mp4"]},
+        user("<image> shown"),
+    ]
+    loaded = read_annotations(write(tmp_path / "mix.json", records), tmp_path, "video", "openai")
+    assert [r.path for r in loaded.records] == [str(tmp_path / "clips" / "a.mp4")]
+    assert loaded.skipped == {
+        "records with more than one video": [1, 7],
+        "records whose <video> placeholder count differs from its one video": [2, 3, 8],
+        "records with no video": [4],
+        "records with images in a video corpus": [5],
+        "records with tool turns (role 'tool')": [6],
+    }
+    caplog.set_level("WARNING")
+    assert len(load_records(tmp_path / "mix.json", tmp_path, "video", "openai", corpus="mixed")) == 1
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert (
+        line.startswith("corpus mixed: ")
+        and "skipped 8 records: 2 records with more than one video (first: record 1)" in line
+    )
+
+
+def test_a_file_with_every_record_skipped_is_an_error(tmp_path):
+    path = write(tmp_path / "two.json", [{**OPENAI, "videos": ["a.mp4", "b.mp4"]}])
+    with pytest.raises(AnnotationError, match=r"every record was skipped: .*two.json: skipped 1 records"):
+        load_records(path, tmp_path, "video", "openai")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"messages": None}, r"record 0 has no non-empty 'messages' list"),
+        ({"messages": [{"role": "user", "content": ["parts"]}]}, r"record 0, message 0 has no string 'content'"),
+        (
+            {"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "<video>q"}]},
+            r"record 0: messages must alternate user/assistant turns.*turn 0 is from 'assistant'",
+        ),
+        ({"videos": "a.mp4"}, r"record 0: 'videos' must be a list of paths"),
+    ],
+)
+def test_openai_malformed_records_are_errors(tmp_path, change, message):
+    path = write(tmp_path / "bad.json", [{**OPENAI, **change}])
+    with pytest.raises(AnnotationError, match=r"bad.json: " + message):
+        load_records(path, tmp_path, "video", "openai")
