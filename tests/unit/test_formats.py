@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -262,3 +263,47 @@ def test_openai_malformed_records_are_errors(tmp_path, change, message):
     path = write(tmp_path / "bad.json", [{**OPENAI, **change}])
     with pytest.raises(AnnotationError, match=r"bad.json: " + message):
         load_records(path, tmp_path, "video", "openai")
+
+
+def write_parquet(path: Path, records: list) -> Path:
+    pa = pytest.importorskip("pyarrow", reason="writing a Parquet fixture needs pyarrow (the [datasets] extra)")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(records), path)
+    return path
+
+
+def test_parquet_file_and_folder_of_shards_read_with_datasets(tmp_path):
+    pytest.importorskip("datasets", reason="Parquet annotations need the optional [datasets] extra")
+    clip = {"video": "a.mp4", "QA": [{"i": "watch", "q": "what?", "a": "this"}], "start": 0.0, "end": 2.0}
+    no_bounds = {"video": "b.mp4", "QA": [{"i": "", "q": "and?", "a": "that"}], "start": None, "end": None}
+    single = write_parquet(tmp_path / "it.parquet", [clip, no_bounds])
+    records = load_records(single, tmp_path, "video", "videochat2_instruction")
+    assert [(r.path, r.qa, r.start) for r in records] == [
+        (str(tmp_path / "a.mp4"), ({"i": "watch", "q": "what?", "a": "this"},), 0.0),
+        (str(tmp_path / "b.mp4"), ({"i": "", "q": "and?", "a": "that"},), None),
+    ]
+    shards = tmp_path / "shards" / "data"
+    shards.mkdir(parents=True)
+    write_parquet(shards / "train-00000-of-00002.parquet", [OPENAI])
+    write_parquet(shards / "train-00001-of-00002.parquet", [{**OPENAI, "videos": ["clips/b.mp4", "c.mp4"]}, OPENAI])
+    loaded = read_annotations(tmp_path / "shards", tmp_path, "video", "openai")
+    assert len(loaded.records) == 2 and loaded.records[0].qa[0]["i"] == "Answer in one sentence."
+    assert loaded.skipped == {"records with more than one video": [1]}
+    (shards / "train-00001-of-00002.parquet").write_text("not parquet")
+    with pytest.raises(AnnotationError, match=r"shards: not readable as Parquet \(ArrowInvalid"):
+        load_records(tmp_path / "shards", tmp_path, "video", "openai")
+
+
+def test_parquet_without_datasets_hub_ids_and_empty_folders_are_one_line_errors(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    (tmp_path / "a.parquet").write_bytes(b"")
+    with pytest.raises(AnnotationError, match=r"a.parquet: Parquet annotations .* pip install -e '.\[datasets\]'"):
+        load_records(tmp_path / "a.parquet", tmp_path, "video")
+    with pytest.raises(AnnotationError, match=r"^lmms-lab/VideoChat2-IT: not a local file; .* download it first"):
+        load_records("lmms-lab/VideoChat2-IT", tmp_path, "video")
+    with pytest.raises(AnnotationError, match=r"missing.json: annotation file not found"):
+        load_records(tmp_path / "missing.json", tmp_path, "video")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AnnotationError, match=r"empty: annotation folder holds no .parquet shards"):
+        load_records(tmp_path / "empty", tmp_path, "video")

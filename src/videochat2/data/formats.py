@@ -17,7 +17,9 @@ Supported formats (the `format` of a corpus entry):
   structured multiple-choice question (`MediaRecord.choice`) and trained on in the benchmark's own prompt
   (`conversation.build_choice_conversation`).
 
-Any of them may be a JSON list or JSONL (one record per line, chosen by the `.jsonl` suffix). Media paths
+Any of them may be a JSON list, JSONL (one record per line, chosen by the `.jsonl` suffix), or Parquet: a
+`.parquet` file or a folder of Parquet shards, read row by row with Hugging Face `datasets` (the optional
+`[datasets]` extra), local files only. Media paths
 are relative to the corpus' media root. A malformed record is an error that names the file and the record
 index, so a bad annotation never turns into silently missing training data.
 """
@@ -85,10 +87,21 @@ class Annotations:
         return f"{path}: skipped {sum(map(len, self.skipped.values()))} records: {reasons}"
 
 
+# `owner/name`: what a Hugging Face Hub dataset id looks like, as opposed to a local file.
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
 def _read_list(path: Path) -> list:
+    if path.suffix == ".parquet" or path.is_dir():
+        return _read_parquet(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
+        if HUB_ID.fullmatch(str(path)) and not path.suffix.startswith(".json"):
+            raise AnnotationError(
+                f"{path}: not a local file; a Hugging Face Hub dataset is read from local files only: download it "
+                "first (huggingface-cli download --repo-type dataset ...) and name its Parquet/JSON files"
+            ) from None
         raise AnnotationError(f"{path}: annotation file not found") from None
     if path.suffix == ".jsonl":
         return [_json(line, path, f"line {n}") for n, line in enumerate(text.splitlines(), 1) if line.strip()]
@@ -96,6 +109,32 @@ def _read_list(path: Path) -> list:
     if not isinstance(data, list):
         raise AnnotationError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
     return data
+
+
+def _parquet_files(path: Path) -> list[str]:
+    if path.is_dir():
+        files = sorted(str(f) for f in path.rglob("*.parquet"))
+        if not files:
+            raise AnnotationError(f"{path}: annotation folder holds no .parquet shards")
+        return files
+    if not path.is_file():
+        raise AnnotationError(f"{path}: annotation file not found")
+    return [str(path)]
+
+
+def _read_parquet(path: Path) -> list:
+    """Rows as plain records, streamed so that no Arrow copy of the file is cached beside it."""
+    files = _parquet_files(path)
+    try:
+        import datasets
+    except ImportError:
+        raise AnnotationError(
+            f"{path}: Parquet annotations are read with Hugging Face datasets: pip install -e '.[datasets]'"
+        ) from None
+    try:
+        return list(datasets.load_dataset("parquet", data_files=files, split="train", streaming=True))
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError, its I/O errors OSErrors
+        raise AnnotationError(f"{path}: not readable as Parquet ({type(err).__name__}: {err})") from None
 
 
 def _json(text: str, path: Path, where: str) -> object:
