@@ -29,7 +29,7 @@ class AlignmentModule(LightningModule):
     ) -> None:
         super().__init__()
         self.stage = spec.stage
-        loaded = build_alignment(spec, init_from, ("qformer",), trust_checkpoint)
+        loaded = build_alignment(spec, init_from, ("qformer",), trust_checkpoint, exact_queries=False)
         self.spec, self.load_report, self.qformer_tokenizer = loaded.spec, loaded.report, loaded.qformer_tokenizer
         self.model = loaded.model
         if self.load_report is not None:

@@ -63,7 +63,8 @@ class VideoChat2Module(LightningModule):
         self.stage = spec.stage
         self.lr_scale = checked_components(trainable, dict(lr_scale or {}))
         fresh = {*trainable, *(("lora",) if spec.llm.lora else ())} & {"llm_proj", "lora", "extra_query_tokens"}
-        loaded = build_videochat2(spec, init_from, fresh, trust_checkpoint, trust_remote_code)
+        # Training may merge queries across counts: stage 2 extends stage 1's with zero-initialised ones.
+        loaded = build_videochat2(spec, init_from, fresh, trust_checkpoint, trust_remote_code, exact_queries=False)
         self.spec, self.load_report = loaded.spec, loaded.report
         self.llm_tokenizer, self.qformer_tokenizer = loaded.llm_tokenizer, loaded.qformer_tokenizer
         # from_pretrained returns the LLM in eval mode; training mode turns LoRA dropout on, as the original.

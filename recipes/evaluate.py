@@ -87,6 +87,17 @@ def frame_spec(cfg: DictConfig, trained: MediaConfig | None) -> FrameSpec:
     return FrameSpec(int(pick("num_frames")), int(pick("image_size")), bench.transform, normalization)
 
 
+def evaluated_job(cfg: DictConfig) -> str | None:
+    """`job-1` when `model.init_from` names sweep job `stage<N>/1` (or a checkpoint in it), so that the
+    evaluations of a sweep's jobs sit side by side instead of replacing each other."""
+    init_from = cfg.model.init_from
+    if not isinstance(init_from, str) or init_from in ("auto", "none"):
+        return None
+    stage_dir = locate(init_from)
+    job = stage_dir.job if stage_dir is not None else None
+    return "-".join(("job", *job.parts)) if job is not None else None
+
+
 def output_dir(cfg: DictConfig) -> Path:
     """outputs/<run_name>/eval/<benchmark>[-<tag>], the tag naming what differs from a plain run.
 
@@ -95,6 +106,7 @@ def output_dir(cfg: DictConfig) -> Path:
     tag = cfg.eval.tag
     if tag is None:
         parts = [
+            evaluated_job(cfg),
             cfg.eval.answerer if cfg.eval.answerer != "letter_logits" else None,
             "blind" if cfg.eval.blind else None,
             "oracle" if cfg.eval.oracle else None,

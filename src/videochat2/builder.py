@@ -3,7 +3,9 @@
 Loading goes through `checkpoints.load_checkpoints`, so every key is loaded, ignored by a named rule or
 missing under a named rule. Which components may start from their own initialisation is the caller's to
 say (`allow_fresh`), and only training says it, for the components its stage trains; everyone else gets a
-model whose every trained tensor came from a checkpoint, or an error naming the keys that did not.
+model whose every trained tensor came from a checkpoint, or an error naming the keys that did not. For the
+same reason only training may merge queries across counts (`exact_queries=False`: stage 2 extends stage 1's
+32 queries with zero-initialised extra ones); everyone else gets an error naming both counts.
 """
 
 from __future__ import annotations
@@ -95,11 +97,12 @@ def _load(
     always: Sequence[MissingRule],
     allow_fresh: Collection[str],
     trust_checkpoint: bool,
+    exact_queries: bool,
 ) -> LoadReport | None:
     if not checkpoints:
         return None
     missing, if_absent = _rules(always, allow_fresh)
-    return load_checkpoints(model, checkpoints, missing, if_absent, trust_checkpoint)
+    return load_checkpoints(model, checkpoints, missing, if_absent, trust_checkpoint, exact_queries)
 
 
 def is_bert_directory(path: str | Path) -> bool:
@@ -135,6 +138,7 @@ def build_alignment(
     checkpoints: Sequence[str | Path] = (),
     allow_fresh: Collection[str] = (),
     trust_checkpoint: bool = False,
+    exact_queries: bool = True,
 ) -> LoadedModel:
     """The stage-1 model of `spec`, loaded from `checkpoints` in order (none: its own initialisation).
 
@@ -148,7 +152,7 @@ def build_alignment(
     bert, files = split_bert_directories(checkpoints)
     for directory in bert:
         model.qformer.load_bert(directory)
-    report = _load(model, files, (), allow_fresh, trust_checkpoint)
+    report = _load(model, files, (), allow_fresh, trust_checkpoint, exact_queries)
     return LoadedModel(model, spec, tokenizer, None, report, tuple(map(str, checkpoints)))
 
 
@@ -158,6 +162,7 @@ def build_videochat2(
     allow_fresh: Collection[str] = (),
     trust_checkpoint: bool = False,
     trust_remote_code: bool = False,
+    exact_queries: bool = True,
 ) -> LoadedModel:
     """The stage-2/3 model of `spec`: the frozen LLM from its own directory, the rest from `checkpoints`.
 
@@ -172,7 +177,7 @@ def build_videochat2(
     llm, llm_tokenizer = build_llm(spec.llm, spec.llm_tokenizer, spec.pretrained_root, trust_remote_code)
     model = VideoChat2(spec.videochat2, spec.vision, spec.qformer, llm)
     always = (BASE_LLM,) if spec.videochat2.qformer_text_input else (BASE_LLM, UNUSED_TEXT_PATH)
-    report = _load(model, checkpoints, always, allow_fresh, trust_checkpoint)
+    report = _load(model, checkpoints, always, allow_fresh, trust_checkpoint, exact_queries)
     return LoadedModel(model, spec, qformer_tokenizer, llm_tokenizer, report, tuple(map(str, checkpoints)))
 
 

@@ -317,11 +317,14 @@ def initialise(
     states: list[tuple[str, dict[str, Tensor]]],
     allowed_missing: Iterable[MissingRule | str] = (),
     ignored: dict[str, str] | None = None,
+    exact_queries: bool = False,
 ) -> LoadReport:
     """Load `states` (name, tensors in our names) in order, later ones overriding earlier ones.
 
-    Shapes must match exactly, except query tokens, which are merged. A model key no state supplies must
-    be covered by an `allowed_missing` rule (a plain string is a key prefix).
+    Shapes must match exactly, except query tokens, which are merged; with `exact_queries` (a model that
+    will not be trained: evaluation, chat, export) the last state carrying queries must carry exactly the
+    model's number, since merging would zero-pad or cut what the checkpoint was trained with. A model key no
+    state supplies must be covered by an `allowed_missing` rule (a plain string is a key prefix).
     """
     rules = [r if isinstance(r, MissingRule) else MissingRule(f"allowed: {r}", re.escape(r)) for r in allowed_missing]
     report = LoadReport(ignored=dict(ignored or {}))
@@ -351,6 +354,8 @@ def initialise(
             raise CheckpointError(f"{name}: {len(unexpected)} keys not in the model{hint}: {_listing(unexpected)}")
         if any(k in state for k in QUERY_KEYS):
             queries_supplied = max(queries_supplied, _load_queries(target, state))
+    if exact_queries:
+        _check_query_count(states, sum(target[k].shape[1] for k in QUERY_KEYS if k in target))
     supplied |= _covered_query_keys(target, queries_supplied)
     missing = [k for k in target if k not in supplied]
     for key in missing:
@@ -375,6 +380,7 @@ def load_checkpoints(
     always_missing: Iterable[MissingRule] = (),
     missing_if_absent: Iterable[MissingRule] = (),
     trust: bool = False,
+    exact_queries: bool = False,
 ) -> LoadReport:
     """What `model.init_from` does: read, detect and rename each file, then `initialise` with a full key account."""
     infos, states, ignored = [], [], {}
@@ -384,7 +390,7 @@ def load_checkpoints(
         states.append((str(path), state))
         ignored.update(dropped)
     rules = missing_rules(states, always_missing, missing_if_absent)
-    report = initialise(model, states, rules, ignored)
+    report = initialise(model, states, rules, ignored, exact_queries)
     report.sources = [info.__dict__ for info in infos]
     return report
 
@@ -404,6 +410,19 @@ def _load_queries(target: dict[str, Tensor], state: dict[str, Tensor]) -> int:
         target[key] = merged[:, start : start + width]
         start += width
     return sum(state[k].shape[1] for k in QUERY_KEYS if k in state)
+
+
+def _check_query_count(states: list[tuple[str, dict[str, Tensor]]], model_queries: int) -> None:
+    carrying = [(name, state) for name, state in states if any(k in state for k in QUERY_KEYS)]
+    if not carrying:
+        return
+    name, state = carrying[-1]
+    saved = sum(state[k].shape[1] for k in QUERY_KEYS if k in state)
+    if saved != model_queries:
+        raise CheckpointError(
+            f"{name} was trained with {saved} queries but the model built here has {model_queries} "
+            f"(model.num_query): load its run or stage directory to use its own spec, or set model.num_query={saved}"
+        )
 
 
 def _covered_query_keys(target: dict[str, Tensor], count: int) -> set[str]:

@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     from videochat2.data.formats import load_records
 
     parser = argparse.ArgumentParser(description="Pack an annotation file and its media into tar shards.")
-    parser.add_argument("--annotation", required=True, help="annotation JSON / JSONL file")
+    parser.add_argument("--annotation", required=True, help="annotation JSON / JSONL / Parquet file")
     parser.add_argument("--media-root", required=True, help="directory the annotation's media paths are relative to")
     parser.add_argument("--media-type", required=True, choices=["video", "image"])
     parser.add_argument(
