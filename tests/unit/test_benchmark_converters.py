@@ -128,8 +128,11 @@ def test_videomme_subtitles_can_be_cut_to_their_first_words(videomme_src):
     assert context.splitlines()[1:] == ["hello there", "the"]
 
 
-def test_videomme_reads_the_release_parquet(videomme_src, tmp_path):
+def test_videomme_reads_the_release_parquet_or_its_json_lines(videomme_src, tmp_path):
     rows = json.loads((videomme_src / "videomme" / "test.json").read_text())
+    jsonl = videomme_src / "videomme" / "test.jsonl"
+    jsonl.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert sum(len(t.items) for t in videomme.convert(videomme_src, jsonl).tasks) == 2
     parquet_path = videomme_src / "videomme" / "test-00000-of-00001.parquet"
     if importlib.util.find_spec("pyarrow") is None:
         parquet_path.write_bytes(b"PAR1")
@@ -342,6 +345,9 @@ def test_missing_or_ill_formed_release_files_are_one_line_errors(tmp_path, egosc
     bad_csv.write_text("video,question\n1,q\n")
     write_json(tmp_path / "map_vid_vidorID.json", {})
     with pytest.raises(ValueError, match=r"bad.csv: missing columns \['answer'"):
+        nextqa.convert(tmp_path, bad_csv)
+    bad_csv.write_text(",".join(NEXTQA_COLUMNS) + "\n" + ",".join(nextqa_row("1", 0, "CW", "0")[:9]) + "\n")
+    with pytest.raises(ValueError, match=r"bad.csv line 2: fewer fields than the header"):
         nextqa.convert(tmp_path, bad_csv)
     with pytest.raises(SystemExit):
         convert_main(["nextqa", str(tmp_path), str(tmp_path / "out"), "--full"])

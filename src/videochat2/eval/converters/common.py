@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from videochat2.eval.mvbench.tasks import read_json
+from videochat2.eval.mvbench.tasks import load_questions, read_json
 
 
 @dataclass
@@ -106,7 +106,8 @@ def load_json(path: Path, what: str, kind: type) -> object:
 
 
 def write_root(out: Path, conversion: Conversion) -> Report:
-    """Write json/<task>.json, tasks.json and the media links under `out`; tasks without questions are left out."""
+    """Write json/<task>.json, tasks.json and the media links under `out`, then load it back as the evaluation
+    will; tasks without questions are left out."""
     tasks = [t for t in conversion.tasks if t.items]
     if not tasks:
         raise ValueError(f"no question survived the conversion (skipped: {dict(conversion.skipped)})")
@@ -121,6 +122,7 @@ def write_root(out: Path, conversion: Conversion) -> Report:
         if not task.labelled:
             spec[task.name]["labelled"] = False
     (out / "tasks.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+    load_questions(out)  # the root must load as eval.py will load it
     missing = sum(not (out / "video" / t.prefix / item["video"]).exists() for t in tasks for item in t.items)
     return Report(
         out,

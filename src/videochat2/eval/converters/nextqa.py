@@ -12,7 +12,15 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from videochat2.eval.converters.common import Conversion, Task, first_file, load_json, mc_item, option_problem
+from videochat2.eval.converters.common import (
+    Conversion,
+    Task,
+    first_file,
+    load_json,
+    mc_item,
+    option_problem,
+    require_file,
+)
 
 FAMILIES = {"C": ("Causal", "C"), "T": ("Temporal", "T"), "D": ("Descriptive", "D")}
 COLUMNS = ("video", "question", "answer", "qid", "type", "a0", "a1", "a2", "a3", "a4")
@@ -46,10 +54,14 @@ def convert(src: Path, annotations: Path | None = None) -> Conversion:
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
-    """The rows of a NExT-QA csv, after checking it has every column used."""
-    with path.open(newline="", encoding="utf-8") as file:
+    """The rows of a NExT-QA csv, after checking it has every column used and every row every field."""
+    with require_file(path, "NExT-QA annotations").open(newline="", encoding="utf-8") as file:
         reader = csv.DictReader(file)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{path}: missing columns {missing}")
-        return list(reader)
+        rows = list(reader)
+    for number, row in enumerate(rows, start=2):
+        if any(row[c] is None for c in COLUMNS):
+            raise ValueError(f"{path} line {number}: fewer fields than the header")
+    return rows

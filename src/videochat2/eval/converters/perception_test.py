@@ -37,7 +37,7 @@ def convert(src: Path, annotations: Path | None = None) -> Conversion:
             if answer is None:
                 conversion.skipped["no answer_id (test split)"] += 1
                 continue
-            options = [str(o) for o in question["options"]]
+            options = [str(o) for o in question["options"]] if isinstance(question["options"], list) else []
             problem = option_problem(options, answer if isinstance(answer, int) else -1)
             if problem:
                 conversion.skipped[problem] += 1

@@ -17,7 +17,8 @@ import json
 import re
 from pathlib import Path
 
-from videochat2.eval.converters.common import Conversion, Task, first_file, mc_item, option_problem
+from videochat2.eval.converters.common import Conversion, Task, first_file, mc_item, option_problem, require_file
+from videochat2.eval.mvbench.tasks import read_json
 
 ANNOTATIONS = ("videomme/test-00000-of-00001.parquet", "test-00000-of-00001.parquet")
 DURATIONS = {"short": ("Short videos", "S"), "medium": ("Medium videos", "M"), "long": ("Long videos", "L")}
@@ -60,13 +61,14 @@ def convert(
 
 def read_rows(path: Path) -> list[dict]:
     """The annotation rows of a .parquet, .json (a list) or .jsonl file, each checked for the fields used."""
+    require_file(path, "Video-MME annotations")
     if path.suffix == ".parquet":
         rows = _read_parquet(path)
     elif path.suffix == ".jsonl":
         lines = path.read_text(encoding="utf-8").splitlines()
         rows = [_json_line(path, n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     else:
-        rows = json.loads(path.read_text(encoding="utf-8"))
+        rows = read_json(path)
     if not isinstance(rows, list):
         raise ValueError(f"{path}: expected a list of question rows")
     for number, row in enumerate(rows):
