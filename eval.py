@@ -1,4 +1,4 @@
-"""Evaluate: `python eval.py [benchmark=synthetic|mvbench|retrieval] [overrides]` (see conf/eval.yaml)."""
+"""Evaluate: `python eval.py [benchmark=synthetic|mvbench|videomme|...] [overrides]` (see conf/eval.yaml)."""
 
 import sys
 

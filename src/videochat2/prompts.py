@@ -94,9 +94,16 @@ def qa_template(question: str, candidates: Sequence[str]) -> str:
     return "\n".join(lines).rstrip()
 
 
-def build_prompt(question: str, candidates: Sequence[str], family: str = "vicuna_v0") -> MVBenchPrompt:
-    """The full MVBench prompt ending in the pre-filled ``Best option:(``."""
-    user = SYSTEM_PROMPT + qa_template(question, candidates) + QUESTION_SUFFIX
+def build_prompt(
+    question: str, candidates: Sequence[str], family: str = "vicuna_v0", context: str | None = None
+) -> MVBenchPrompt:
+    """The full MVBench prompt ending in the pre-filled ``Best option:(``.
+
+    ``context`` (e.g. a video's subtitles) goes between the instruction and the question, as Video-MME's
+    subtitle protocol places it; without it the prompt is the reference's, byte for byte.
+    """
+    user = SYSTEM_PROMPT + (context.rstrip("\n") + "\n" if context else "")
+    user += qa_template(question, candidates) + QUESTION_SUFFIX
     text = get_family(family).template.format(
         sys=SYSTEM_PROMPT, video=VIDEO_PLACEHOLDER, user=user, prefix=ANSWER_PREFIX
     )

@@ -190,7 +190,7 @@ class MVBenchCollator:
         self.answer_in_slot = answer_in_slot
 
     def prompt(self, question: MVBenchQuestion) -> MVBenchPrompt:
-        return build_prompt(question.question, question.candidates, self.family)
+        return build_prompt(question.question, question.candidates, self.family, question.context)
 
     def encode(self, prompt: MVBenchPrompt, slot: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(ids before the visual tokens, ids after them); with `slot`, all of it before, `slot` in the gap."""

@@ -3,6 +3,8 @@
 The headline ``avg`` is total correct / total questions (the reference's "Avg");
 ``macro_avg`` is the mean of task accuracies. They coincide only when every task
 has the same number of questions, so both are reported along with ``n``.
+Questions without a gold letter (withheld answers) are counted per task under
+``unlabelled`` and kept out of every accuracy.
 
 predictions.jsonl holds one scored record per question and is flushed per line,
 so an interrupted run resumes from the questions already answered.
@@ -25,8 +27,12 @@ Record = Mapping[str, Any]
 def aggregate(records: Iterable[Record], settings: Mapping[str, Any] | None = None) -> dict:
     """The results.json dict from scored records (see ``scoring.score_prediction``)."""
     per_task: dict[str, list[Record]] = {}
+    unlabelled: dict[str, int] = {}
     for record in records:
-        per_task.setdefault(record["task"], []).append(record)
+        if "gold" in record and record["gold"] is None:
+            unlabelled[record["task"]] = unlabelled.get(record["task"], 0) + 1
+        else:
+            per_task.setdefault(record["task"], []).append(record)
     tasks = {name: _task_summary(rows) for name, rows in per_task.items()}
     total = sum(t["n"] for t in tasks.values())
     return {
@@ -36,6 +42,7 @@ def aggregate(records: Iterable[Record], settings: Mapping[str, Any] | None = No
         "macro_avg": _mean([t["acc"] for t in tasks.values()]),
         "macro_avg_strict": _mean([t["acc_strict"] for t in tasks.values()]),
         "tasks": tasks,
+        "unlabelled": unlabelled,
         "settings": dict(settings or {}),
     }
 
@@ -80,6 +87,8 @@ def format_table(results: Mapping[str, Any]) -> str:
     lines.append("-" * len(header))
     lines.append(f"{'Avg (total-weighted)':<26} {results['n']:>5} {results['avg']:>9.2f} {results['avg_strict']:>7.2f}")
     lines.append(f"{'Avg (macro)':<26} {'':>5} {results['macro_avg']:>9.2f} {results['macro_avg_strict']:>7.2f}")
+    for name, n in results.get("unlabelled", {}).items():
+        lines.append(f"{name:<26} {n:>5} answered, answers withheld (not scored)")
     return "\n".join(lines)
 
 

@@ -47,10 +47,12 @@ def score_prediction(question: MVBenchQuestion, prediction: str | None, missing_
     A question whose media could not be read keeps its place in the denominator
     and is wrong under both scorers (the official scorer would otherwise accept
     the empty reply), so missing videos lower the score visibly instead of
-    silently shrinking the benchmark.
+    silently shrinking the benchmark. A question without a gold letter (an unlabelled task) keeps its
+    letter for submission elsewhere and is correct under neither scorer; ``aggregate`` leaves it out.
     """
     text = "" if prediction is None or missing_media else prediction
     letter = None if missing_media else parse_letter(text, len(question.candidates))
+    labelled = question.gold is not None
     return {
         "task": question.task,
         "index": question.index,
@@ -59,8 +61,8 @@ def score_prediction(question: MVBenchQuestion, prediction: str | None, missing_
         "num_candidates": len(question.candidates),
         "prediction": text,
         "letter": letter,
-        "correct_official": not missing_media and check_ans(text, question.gold_option),
-        "correct_strict": letter == question.gold,
+        "correct_official": labelled and not missing_media and check_ans(text, question.gold_option),
+        "correct_strict": labelled and letter == question.gold,
         "missing_media": missing_media,
         "unparsed": not missing_media and letter is None,
     }

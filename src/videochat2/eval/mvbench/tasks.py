@@ -5,10 +5,14 @@ Three layouts are recognised from the root folder, in this order of precedence:
 - ``tasks.json`` (our own schema, so users can run their own MVBench-style tasks)::
 
       {"<task name>": {"json": "x.json", "prefix": "folder/", "media_type": "video",
-                       "bound": false, "abbr": "XY"}}
+                       "bound": false, "abbr": "XY", "labelled": true}}
 
   ``media_type`` is video | frame | gif, ``abbr`` is optional; the question files
-  live in ``<root>/json/`` and the media in ``<root>/video/<prefix>``.
+  live in ``<root>/json/`` and the media in ``<root>/video/<prefix>``. A question
+  may carry a ``context`` text (e.g. a video's subtitles) that the prompt shows
+  before it. ``labelled: false`` marks a task whose answers are withheld (a
+  leaderboard's hidden set): its questions need no ``answer``, are answered but
+  not scored, so their predictions can be submitted elsewhere.
 - the official ``main`` branch (``json/`` folder): the 20 tasks of the reference
   evaluator, raw videos under ``<root>/video/<prefix>`` trimmed by ``start``/``end``.
 - the pre-cut ``video`` branch (``test.json`` with ``root`` and ``meta``): clips
@@ -43,6 +47,7 @@ class TaskSpec:
     media_type: str
     bound: bool
     abbr: str
+    labelled: bool = True
 
 
 @dataclass(frozen=True)
@@ -57,8 +62,9 @@ class MVBenchQuestion:
     question: str
     candidates: tuple[str, ...]
     answer: str
-    gold: str
+    gold: str | None
     cache_key: tuple[str, str, float | None, float | None]
+    context: str | None = None
 
     @property
     def gold_option(self) -> str:
@@ -157,7 +163,7 @@ def read_tasks_json(path: str | Path) -> tuple[TaskSpec, ...]:
 
 
 def _task_from_json(path: Path, name: str, entry: object) -> TaskSpec:
-    allowed = {"json", "prefix", "media_type", "bound", "abbr"}
+    allowed = {"json", "prefix", "media_type", "bound", "abbr", "labelled"}
     if not isinstance(entry, dict) or not {"json", "prefix"} <= entry.keys():
         raise ValueError(f"{path}: task {name!r} needs at least 'json' and 'prefix'")
     unknown = set(entry) - allowed
@@ -167,7 +173,8 @@ def _task_from_json(path: Path, name: str, entry: object) -> TaskSpec:
     if media_type not in MEDIA_TYPES:
         raise ValueError(f"{path}: task {name!r} media_type must be one of {MEDIA_TYPES}")
     abbr = entry.get("abbr") or _default_abbr(name)
-    return TaskSpec(name, entry["json"], entry["prefix"], media_type, bool(entry.get("bound", False)), abbr)
+    bound, labelled = bool(entry.get("bound", False)), bool(entry.get("labelled", True))
+    return TaskSpec(name, entry["json"], entry["prefix"], media_type, bound, abbr, labelled)
 
 
 def _default_abbr(name: str) -> str:
@@ -240,7 +247,7 @@ def _normalise_items(spec: TaskSpec, items: object, media_root: Path, source: st
 
 def _normalise(spec: TaskSpec, index: int, item: object, media_root: Path, source: str) -> MVBenchQuestion:
     where = f"{source} item {index}"
-    required = ("video", "question", "candidates", "answer")
+    required = ("video", "question", "candidates") + (("answer",) if spec.labelled else ())
     required += ("start", "end") if spec.bound else ()
     if not isinstance(item, dict):
         raise ValueError(f"{where}: expected an object, got {type(item).__name__}")
@@ -251,9 +258,10 @@ def _normalise(spec: TaskSpec, index: int, item: object, media_root: Path, sourc
     if not isinstance(candidates, list) or not candidates or len(candidates) > 26:
         raise ValueError(f"{where}: 'candidates' must be a list of 1 to 26 option texts")
     candidates = tuple(str(c) for c in candidates)
-    answer = str(item["answer"])
-    if answer not in candidates:
-        raise ValueError(f"{where}: answer {answer!r} is not among the candidates {list(candidates)}")
+    answer, gold = _gold(item, candidates, spec.labelled, where)
+    context = item.get("context")
+    if context is not None and not isinstance(context, str):
+        raise ValueError(f"{where}: 'context' must be a string")
     bound = (float(item["start"]), float(item["end"])) if spec.bound else None
     start, end = bound if bound else (None, None)
     return MVBenchQuestion(
@@ -265,6 +273,17 @@ def _normalise(spec: TaskSpec, index: int, item: object, media_root: Path, sourc
         question=str(item["question"]),
         candidates=candidates,
         answer=answer,
-        gold=chr(ord("A") + candidates.index(answer)),
+        gold=gold,
         cache_key=(spec.prefix, str(item["video"]), start, end),
+        context=context or None,
     )
+
+
+def _gold(item: dict, candidates: tuple[str, ...], labelled: bool, where: str) -> tuple[str, str | None]:
+    """(answer text, gold letter); an unlabelled task's questions have neither."""
+    if not labelled:
+        return "", None
+    answer = str(item["answer"])
+    if answer not in candidates:
+        raise ValueError(f"{where}: answer {answer!r} is not among the candidates {list(candidates)}")
+    return answer, chr(ord("A") + candidates.index(answer))
