@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
+from benchmarks.lmms_eval_prompt import lmms_eval_letter, lmms_eval_text
 from videochat2.integrations.lmms_adapter import (
     LmmsAdapter,
     cut_at,
@@ -104,3 +105,40 @@ def test_lmms_eval_registry_resolves_the_entry_point_to_the_class(installed_entr
     assert cls is VideoChat2Lightning and issubclass(cls, lmms) and cls.is_simple
     with pytest.raises(ValueError, match="unknown videochat2 model_args"):
         cls.create_from_arg_string("pretrained=nowhere,conv_template=x", {"batch_size": 2, "device": None})
+
+
+REPLIES = [
+    "(B) a circle",
+    "B. red",
+    "a red circle",
+    "The answer is C.",
+    "",
+    "once",
+    "d) twice",
+    "Best option: (A) once",
+]
+
+
+def test_lmms_eval_prompt_and_reading_of_replies():
+    assert lmms_eval_text("What moves?", ["a circle", "a square"]) == (
+        "Question:What moves?\nOption:\n(A) a circle\n(B) a square\nOnly give the best option.\n"
+    )
+    # lmms-eval reads the article "a" as option A and an unlettered reply as itself (never right).
+    assert [lmms_eval_letter(r) for r in REPLIES] == ["B", "B", "A", "C", "", "once", "D", "A"]
+
+
+@pytest.mark.skipif(not HAS_LMMS_EVAL, reason="lmms-eval is not installed (pip install -e '.[lmms-eval]')")
+def test_prompt_and_scorer_agree_with_lmms_eval_itself():
+    import lmms_eval
+
+    # Loaded by file: the tasks package's __init__ imports datasets and every task, which this does not need.
+    path = Path(lmms_eval.__file__).parent / "tasks" / "mvbench" / "utils.py"
+    spec = util.spec_from_file_location("lmms_eval_mvbench_utils", path)
+    utils = util.module_from_spec(spec)
+    spec.loader.exec_module(utils)
+    doc = {"question": "What moves?", "candidates": ["a circle", "a square", "nothing"]}
+    kwargs = {"post_prompt": "Only give the best option.\n"}
+    assert utils.mvbench_doc_to_text(doc, kwargs) == lmms_eval_text(doc["question"], doc["candidates"])
+    for reply in REPLIES:
+        for gold in "ABC":
+            assert bool(utils.mcq_acc(gold, reply)) == (lmms_eval_letter(reply) == gold), (reply, gold)
