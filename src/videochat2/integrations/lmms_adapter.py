@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 GENERATION_KEYS = ("max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_p", "num_beams")
 # Keys that are not generation settings: `until` is applied to the text, the rest are the harness's own.
 NOT_GENERATION_KEYS = ("until",)
+# Settings already reported as unused: once per process, not once per request.
+REPORTED: set[str] = set()
 
 
 def generation_settings(gen_kwargs: dict) -> dict:
@@ -36,9 +38,10 @@ def generation_settings(gen_kwargs: dict) -> dict:
     if not settings.get("do_sample") or settings.get("temperature") == 0:
         settings = {k: v for k, v in settings.items() if k not in ("temperature", "top_p")}
         settings["do_sample"] = False
-    ignored = sorted(set(gen_kwargs) - set(GENERATION_KEYS) - set(NOT_GENERATION_KEYS))
+    ignored = set(gen_kwargs) - set(GENERATION_KEYS) - set(NOT_GENERATION_KEYS) - REPORTED
     if ignored:
-        log.warning("lmms-eval generation settings not used by videochat2: %s", ", ".join(ignored))
+        log.warning("lmms-eval generation settings not used by videochat2: %s", ", ".join(sorted(ignored)))
+        REPORTED.update(ignored)
     return settings
 
 
