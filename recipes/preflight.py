@@ -112,7 +112,10 @@ def evaluation_missing(cfg: DictConfig, composed: Callable[[int], ModelSpec]) ->
     if bench.kind == "mvbench":
         needs.append(Need("benchmark root (benchmark.root)", Path(bench.root), "dir"))
     elif bench.kind == "retrieval":
-        needs += corpus_needs(OmegaConf.create({"corpora": {"retrieval": bench.corpus}}), ["retrieval"])
+        needs += corpus_needs(
+            OmegaConf.create({"corpora": {"retrieval": OmegaConf.to_container(bench.corpus, resolve=True)}}),
+            ["retrieval"],
+        )
     elif bench.kind == "probe":
         needs += [Need("labels (benchmark.labels)", Path(bench.labels), "file")]
         needs += [Need("media root (benchmark.media_root)", Path(bench.media_root), "dir")]
