@@ -53,6 +53,7 @@ def test_each_kind_of_bad_file_is_replaced_and_reported(tmp_path, reader):
         assert sample["skipped"][0].startswith(f"{tmp_path / kind}.mp4: ")
 
 
+@pytest.mark.slow  # waits out the read timeout
 def test_a_hanging_read_is_cut_off_and_counted(tmp_path, ramp_video):
     def read(path, *args):
         if "hangs" in path:

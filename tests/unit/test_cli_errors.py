@@ -137,6 +137,7 @@ def test_an_invalid_evaluation_value_is_one_line_naming_the_key(tmp_path, overri
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow  # starts fresh interpreters importing torch
 @pytest.mark.parametrize(
     ("script", "override", "message"),
     [

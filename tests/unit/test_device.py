@@ -130,6 +130,7 @@ def test_batches_move_to_the_gpu_with_their_lists_of_tensors():
 
 
 @pytest.mark.skipif(not NO_CUDA, reason="needs a machine without CUDA")
+@pytest.mark.slow  # starts fresh interpreters importing torch
 @pytest.mark.parametrize("script", ["eval.py", "chat"])
 def test_the_commands_refuse_a_missing_gpu_in_one_line(script, tmp_path):
     """No traceback: the user reads one line naming the device (checked before any model is read)."""

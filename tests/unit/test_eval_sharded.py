@@ -8,6 +8,7 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -67,6 +68,7 @@ def crashed_run(out_dir: Path, reference: list[dict], ranks: dict[int, list[int]
     return carried
 
 
+@pytest.mark.slow  # starts fresh interpreters importing torch
 def test_two_processes_resume_a_crashed_three_process_run_and_match_one_process(tasks_json_root, tmp_path):  # noqa: F811
     single = evaluate_here(tasks_json_root, tmp_path / "one")
     reference = lines(tmp_path / "one" / "predictions.jsonl")

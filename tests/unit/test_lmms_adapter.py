@@ -60,6 +60,7 @@ def test_unknown_model_args_fail_before_loading():
         LmmsAdapter(pretrained="does-not-exist", conv_template="vicuna")
 
 
+@pytest.mark.slow  # starts fresh interpreters importing torch
 def test_import_videochat2_leaves_the_integrations_alone():
     code = (
         "import sys, videochat2; bare = 'videochat2.integrations' in sys.modules; "

@@ -50,6 +50,7 @@ def test_importing_the_package_loads_no_model_code():
     assert result.stdout.split() == ["False", "False"]
 
 
+@pytest.mark.slow  # starts fresh interpreters importing torch
 def test_loading_the_public_api_is_quiet():
     result = run_python("from videochat2 import load_model, ChatSession, read_media")
     assert result.returncode == 0

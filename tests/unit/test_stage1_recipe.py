@@ -113,6 +113,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # starts fresh interpreters importing torch
 @pytest.mark.parametrize("backward, scale", [("sum", 2.0), ("local", 1.0)])
 def test_vtc_gather_backward_sums_over_ranks_or_keeps_the_local_slice(backward, scale):
     """Each rank's loss weighs row r of the gathered batch by r + 1; "sum" adds both ranks' gradients."""
