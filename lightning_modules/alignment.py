@@ -43,7 +43,7 @@ class AlignmentModule(LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["idx"])
         size = batch["pixel_values"].shape[0]
-        self.log_dict({f"train/{k}": v for k, v in out.items()}, batch_size=size)
+        self.log_dict({f"train/{k}": v for k, v in out.items()}, batch_size=size, prog_bar=True)
         return out["loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

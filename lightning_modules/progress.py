@@ -1,4 +1,5 @@
-"""A progress line in the job log every N steps: what people tail on a cluster, where no progress bar renders."""
+"""Progress: a line in the job log every N steps (what people tail on a cluster, where no bar renders), and a
+terminal bar that counts optimizer steps of `trainer.max_steps`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 import time
 
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +63,38 @@ class ProgressLog(Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
         log.info(progress_line(step, max_steps, metrics, lr, self.samples / elapsed, eta))
+
+
+class StepProgressBar(TQDMProgressBar):
+    """One bar for the whole fit, counting optimizer steps of `trainer.max_steps`, the loss beside them.
+
+    Lightning's bar counts the batches of an epoch; our runs are bounded by steps and their mixed streams
+    have no natural epoch, so it showed `Epoch 1/-2` and restarted every few batches. A resumed run starts
+    the bar at the step it resumes from.
+    """
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        bar = self.train_progress_bar
+        bar.reset(total=trainer.max_steps if trainer.max_steps > 0 else None)
+        stage = getattr(pl_module, "stage", None)
+        bar.set_description(f"stage {stage}" if stage else "steps")
+        bar.initial = bar.n = trainer.global_step  # tqdm's rate counts from `initial`
+
+    def on_train_epoch_start(self, trainer: Trainer, *_) -> None:
+        """Nothing: the bar spans epochs."""
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self._should_update(step, self.train_progress_bar.total or 0):
+            self.train_progress_bar.n = step
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Nothing: the bar closes when the fit ends."""
+
+    def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict:
+        """The losses only: the logger's version number means nothing to a run named by its directory."""
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -56,6 +58,7 @@ VOLATILE = (
     "trainer.log_every_n_steps",
     "logger.",
     "callbacks.progress_log.",
+    "callbacks.progress_bar.",
 )
 
 
@@ -285,6 +288,13 @@ def write_run_records(cfg: DictConfig, stage_dir: StageDir, module, init_from: l
         module.load_report.write(stage_dir.load_report)
 
 
+def callbacks(cfg: DictConfig) -> list[Callback]:
+    """The configured callbacks; the progress bar only where `trainer.enable_progress_bar` asks for one
+    (Lightning refuses a bar callback together with the flag off, which the tests and batch jobs set)."""
+    built = [instantiate(c) for c in cfg.callbacks.values()]
+    return [c for c in built if cfg.trainer.enable_progress_bar or not isinstance(c, ProgressBar)]
+
+
 def fit(cfg: DictConfig, stage_dir: StageDir) -> dict[str, float]:
     """Build data, model and trainer, write the run's records and fit; the caller holds the run lock."""
     L.seed_everything(cfg.seed, workers=True)
@@ -306,7 +316,7 @@ def fit(cfg: DictConfig, stage_dir: StageDir) -> dict[str, float]:
     records = RunRecords(lambda: write_run_records(cfg, stage_dir, module, init_from))
     trainer = instantiate(
         cfg.trainer,
-        callbacks=[*(instantiate(c) for c in cfg.callbacks.values()), records],
+        callbacks=[*callbacks(cfg), records],
         logger=[instantiate(c) for c in cfg.logger.values()] or False,
         plugins=[AtomicCheckpointIO()],
     )
