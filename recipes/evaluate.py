@@ -23,6 +23,7 @@ from videochat2.data.formats import DEFAULT_FORMAT, load_records
 from videochat2.data.transforms import FrameTransform
 from videochat2.device import DeviceError, for_rank, plan
 from videochat2.distributed import init_from_launcher, launched_world_size, local_rank
+from videochat2.embedded.splits import SPLITS, prepare_split
 from videochat2.eval.mvbench import load_questions, write_results
 from videochat2.eval.mvbench.data import FrameCache, FrameSpec, MVBenchDataset
 from videochat2.eval.mvbench.evaluate import AnswerOptions, check_media, evaluate_mvbench
@@ -105,7 +106,9 @@ def output_dir(cfg: DictConfig) -> Path:
     """
     tag = cfg.eval.tag
     if tag is None:
+        split = cfg.benchmark.get("split", "test")
         parts = [
+            split if split != "test" else None,
             evaluated_job(cfg),
             cfg.eval.answerer if cfg.eval.answerer != "letter_logits" else None,
             "blind" if cfg.eval.blind else None,
@@ -145,8 +148,16 @@ def last_checkpoint(loaded: LoadedModel, cfg: DictConfig) -> str | None:
     return recorded_path(loaded.checkpoints[-1], cfg) if loaded.checkpoints else None
 
 
+def benchmark_root(cfg: DictConfig) -> Path:
+    """The benchmark's root, or for the embedded world's other splits theirs, written on first use."""
+    split = cfg.benchmark.get("split", "test")
+    if split == "test":
+        return Path(cfg.benchmark.root)
+    return prepare_split(cfg.data.root, split)
+
+
 def select_questions(cfg: DictConfig) -> list:
-    questions = load_questions(cfg.benchmark.root, list(cfg.eval.tasks) if cfg.eval.tasks else None)
+    questions = load_questions(benchmark_root(cfg), list(cfg.eval.tasks) if cfg.eval.tasks else None)
     if cfg.eval.limit is None:
         return questions
     return [q for q in questions if q.index < cfg.eval.limit]
@@ -177,7 +188,7 @@ def evaluate_mvbench_benchmark(cfg: DictConfig) -> dict:
     family = prompt_family(cfg, loaded)
     settings = {
         "benchmark": cfg.benchmark.name,
-        "root": str(cfg.benchmark.root),
+        "root": str(benchmark_root(cfg)),
         "frames": frames.num_frames,
         "size": frames.image_size,
         "transform": frames.mode,
@@ -289,6 +300,9 @@ POSITIVE = (
 
 def validate(cfg: DictConfig) -> None:
     """One line naming the key, instead of an error blamed on the first media file read."""
+    split = cfg.benchmark.get("split", "test")
+    if split not in ("test", *SPLITS):
+        raise ValueError(f"benchmark.split={split!r}: must be one of test, {', '.join(SPLITS)}")
     for key, meaning in POSITIVE:
         value = OmegaConf.select(cfg, key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):

@@ -27,6 +27,8 @@ Layout under the root returned by :func:`build` (all media paths in annotation f
     mvbench/video/<prefix><name>.mp4 | <name>/00001.jpg ...   media (frame folders at 3 fps)
     tokenizers/qformer/, tokenizers/llm/           Hugging Face tokenizers trained on this corpus
     MANIFEST.json                                  seed, version, settings, counts, sha256 of every file
+    splits/train/, splits/heldout/                 written on first use: the trained multiple-choice
+                                                   items, and new training-like clips (see `splits`)
 
 ``mvbench/tasks.json`` maps a task name to how to read it, as the official evaluator's task list does::
 
@@ -42,6 +44,7 @@ One module per job, in the order a build uses them: `world` (the vocabulary and 
 (the nine benchmark tasks), `render` (frames and media files), `captions`, `jobs` (one clip per worker
 process), `annotations` (the video annotation files), `images` (still scenes), `tokenizers`, `build` (the
 cached build and its command line, `python -m videochat2.embedded --out DIR`), `llm` (the tiny LLM's
-pretraining) and `prepare` (the build and the pretraining, done once however many processes ask). Names
+pretraining), `prepare` (the build and the pretraining, done once however many processes ask) and `splits`
+(the training items and held-out clips as benchmarks, to tell where a model at chance fails). Names
 with a leading underscore are shared between these modules only.
 """

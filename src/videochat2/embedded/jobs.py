@@ -52,7 +52,7 @@ def run_job(job: Job) -> dict:
     }
 
 
-SPLIT_CODES = {"train": 1, "retrieval": 2, "bench": 3, "image": 4}
+SPLIT_CODES = {"train": 1, "retrieval": 2, "bench": 3, "image": 4, "heldout": 5}
 
 
 def _seed(seed: int, split: str, task: str, index: int) -> tuple[int, ...]:
