@@ -284,6 +284,7 @@ def test_events_span_several_of_eight_sampled_frames():
 # ---------------------------------------------------------------- reproducibility and caching
 
 
+@pytest.mark.slow  # builds the world twice more
 def test_same_seed_same_bytes_and_cache_is_reused(root, tmp_path):
     """Finding 7: about one clip in a few hundred used to encode differently from one build to the next."""
     a = build(tmp_path / "a", **REPRODUCED)
