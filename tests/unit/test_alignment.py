@@ -251,6 +251,7 @@ def _rank_worker(rank: int, port: int, tensors: dict, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # starts fresh interpreters importing torch
 def test_vtc_gradient_across_two_processes_matches_one_process(tmp_path):
     """Ranks hold 4 and 2 rows; after DDP-style averaging the gradient equals the whole-batch one."""
     torch.manual_seed(0)
