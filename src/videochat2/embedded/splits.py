@@ -46,18 +46,12 @@ def _training_items(root: Path) -> dict[str, list[dict]]:
 def _heldout_jobs(settings: dict, out: Path) -> list[Job]:
     """Training-like clips (mp4 at the training frame rates) from a seed stream no other split uses."""
     names = list(TASKS)
-    return [
-        Job(
-            names[i % len(names)],
-            _seed(settings["seed"], "heldout", names[i % len(names)], i),
-            i // len(names),
-            f"video/{names[i % len(names)]}_{i:05d}.mp4",
-            False,
-            str(out),
-            settings["size"],
-        )
-        for i in range(settings["test_per_task"] * len(names))
-    ]
+    jobs = []
+    for i in range(settings["test_per_task"] * len(names)):
+        task = names[i % len(names)]
+        seed = _seed(settings["seed"], "heldout", task, i)
+        jobs.append(Job(task, seed, i // len(names), f"video/{task}_{i:05d}.mp4", False, str(out), settings["size"]))
+    return jobs
 
 
 def _heldout_items(settings: dict, out: Path, workers: int) -> dict[str, list[dict]]:
