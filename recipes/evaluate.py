@@ -156,8 +156,9 @@ def benchmark_root(cfg: DictConfig) -> Path:
     return prepare_split(cfg.data.root, split)
 
 
-def select_questions(cfg: DictConfig) -> list:
-    questions = load_questions(benchmark_root(cfg), list(cfg.eval.tasks) if cfg.eval.tasks else None)
+def select_questions(cfg: DictConfig, root: Path | None = None) -> list:
+    """The questions of `root` (default: the configured benchmark's) that `eval.tasks` and `eval.limit` keep."""
+    questions = load_questions(root or benchmark_root(cfg), list(cfg.eval.tasks) if cfg.eval.tasks else None)
     if cfg.eval.limit is None:
         return questions
     return [q for q in questions if q.index < cfg.eval.limit]
@@ -179,7 +180,8 @@ def answer_options(cfg: DictConfig) -> AnswerOptions:
 
 def evaluate_mvbench_benchmark(cfg: DictConfig) -> dict:
     options = answer_options(cfg)
-    questions = select_questions(cfg)
+    root = benchmark_root(cfg)
+    questions = select_questions(cfg, root)
     check_media(questions, cfg.benchmark.strict_media)
     out_dir = output_dir(cfg)
     evaluated = evaluated_model(cfg, 3)
@@ -188,7 +190,7 @@ def evaluate_mvbench_benchmark(cfg: DictConfig) -> dict:
     family = prompt_family(cfg, loaded)
     settings = {
         "benchmark": cfg.benchmark.name,
-        "root": str(benchmark_root(cfg)),
+        "root": str(root),
         "frames": frames.num_frames,
         "size": frames.image_size,
         "transform": frames.mode,
