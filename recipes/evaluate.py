@@ -106,7 +106,7 @@ def output_dir(cfg: DictConfig) -> Path:
     """
     tag = cfg.eval.tag
     if tag is None:
-        split = cfg.benchmark.get("split", "test")
+        split = benchmark_split(cfg)
         parts = [
             split if split != "test" else None,
             evaluated_job(cfg),
@@ -148,9 +148,14 @@ def last_checkpoint(loaded: LoadedModel, cfg: DictConfig) -> str | None:
     return recorded_path(loaded.checkpoints[-1], cfg) if loaded.checkpoints else None
 
 
+def benchmark_split(cfg: DictConfig) -> str:
+    """`test` (the benchmark) unless the benchmark offers other splits and one is asked for."""
+    return cfg.benchmark.get("split", "test")
+
+
 def benchmark_root(cfg: DictConfig) -> Path:
     """The benchmark's root, or for the embedded world's other splits theirs, written on first use."""
-    split = cfg.benchmark.get("split", "test")
+    split = benchmark_split(cfg)
     if split == "test":
         return Path(cfg.benchmark.root)
     return prepare_split(cfg.data.root, split)
@@ -302,7 +307,7 @@ POSITIVE = (
 
 def validate(cfg: DictConfig) -> None:
     """One line naming the key, instead of an error blamed on the first media file read."""
-    split = cfg.benchmark.get("split", "test")
+    split = benchmark_split(cfg)
     if split not in ("test", *SPLITS):
         raise ValueError(f"benchmark.split={split!r}: must be one of test, {', '.join(SPLITS)}")
     for key, meaning in POSITIVE:

@@ -8,19 +8,15 @@ from pathlib import Path
 
 import av
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from recipes.cli import quote_stage_overrides
 from recipes.evaluate import benchmark_root, output_dir, validate
-from recipes.schema import register
+from tests.unit.test_configs import compose_train
 from videochat2.embedded.build import build
 from videochat2.embedded.splits import prepare_split
 from videochat2.embedded.tasks import TASKS
 from videochat2.eval.mvbench import load_questions
 
 TINY = dict(seed=5, train_videos=18, images=2, test_per_task=2, retrieval_videos=2, size=64)
-CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +71,7 @@ def test_bad_split_or_root_is_a_clear_error(root, tmp_path):
 
 
 def compose_eval(overrides: list[str]):
-    register()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("eval", overrides=quote_stage_overrides(overrides))
+    return compose_train(overrides, config_name="eval")
 
 
 def test_eval_names_the_split_in_its_folder_and_reads_its_root(root, tmp_path):
